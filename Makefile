@@ -1,0 +1,47 @@
+# Lantern: `make run` chats in the terminal, `make test` runs the whole suite.
+# Both create .venv when missing and install everything; a second run installs nothing.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+# Debian packages the tests drive for real (command:package).
+SYSTEM_TOOLS := tmux:tmux
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: run test install system-deps bench lint clean
+
+run: install
+	$(VENV)/bin/lantern
+
+test: install system-deps
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench: install
+	$(VENV)/bin/python bench/bench_runtime.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP API for phones and browsers (later issue)."""

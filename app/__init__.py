@@ -1,0 +1,1 @@
+"""Lantern core: data home, config, model store, chat runtime, conversations, CLI."""

@@ -1,0 +1,140 @@
+"""The assistant the front ends talk to: config, model store, engines and saved conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.chat_template import ChatMessage, check_utf8
+from app.config import Config, load_config
+from app.conversations import Conversation, ConversationStore
+from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
+from app.errors import LanternError
+from app.home import DataHome
+from app.model_store import ModelStore
+
+
+@dataclass
+class Turn:
+    """One question being answered; iterating streams the answer, and the end saves it."""
+
+    store: ConversationStore
+    conversation: Conversation | None  # None: a new conversation, created when saved
+    model: str
+    system_prompt: str
+    prompt: str
+    stream: ChatStream
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self.stream
+        finally:
+            self._save()
+
+    @property
+    def result(self) -> ChatResult | None:
+        return self.stream.result
+
+    def _save(self) -> None:
+        result = self.stream.result
+        if result is None:
+            return
+        if self.conversation is None:
+            self.conversation = self.store.create(self.model, self.system_prompt, self.prompt)
+        self.store.add_exchange(
+            self.conversation.id,
+            self.prompt,
+            result.text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
+
+
+class Assistant:
+    def __init__(self, home_root: Path | None = None):
+        self.home = DataHome.open(home_root)
+        self.config: Config = load_config(self.home.config_file)
+        self.models = ModelStore(self.home)
+        self.models.ensure_default_registered()
+        self._conversations: ConversationStore | None = None
+        self._engines: dict[str, Engine] = {}
+
+    @property
+    def conversations(self) -> ConversationStore:
+        if self._conversations is None:
+            self._conversations = ConversationStore(self.home.conversations_db)
+        return self._conversations
+
+    def engine(self, model: str | None = None) -> Engine:
+        """The loaded engine for ``model`` (default from config), loading it on first use."""
+        name = model or self.config.default_model
+        if name not in self._engines:
+            entry = self.models.get(name)
+            runtime = self.config.runtime
+            self._engines[name] = Engine(
+                entry.path,
+                context_length=runtime.context_length,
+                threads=runtime.threads,
+                batch_size=runtime.batch_size,
+            )
+        return self._engines[name]
+
+    def settings(
+        self,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> GenerationSettings:
+        """Generation settings from the config, with any given overrides."""
+        defaults = self.config.generation
+        settings = GenerationSettings(
+            max_tokens=max_tokens if max_tokens is not None else defaults.max_tokens,
+            temperature=temperature if temperature is not None else defaults.temperature,
+            top_p=top_p if top_p is not None else defaults.top_p,
+            seed=seed if seed is not None else defaults.seed,
+        )
+        if settings.max_tokens < 1:
+            raise LanternError("max tokens must be at least 1")
+        if not 0.0 <= settings.temperature <= 5.0:
+            raise LanternError("temperature must be between 0 and 5")
+        if not 0.0 < settings.top_p <= 1.0:
+            raise LanternError("top-p must be greater than 0 and at most 1")
+        return settings
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        conversation: Conversation | None = None,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        settings: GenerationSettings | None = None,
+    ) -> Turn:
+        """Start answering ``prompt``, continuing ``conversation`` if one is given."""
+        check_utf8(prompt, "prompt")
+        if not prompt.strip():
+            raise LanternError("the prompt is empty; type a question")
+        if conversation is not None:
+            model = model or conversation.model
+            messages = conversation.chat_messages()
+            system = conversation.system_prompt
+        else:
+            model = model or self.config.default_model
+            system = self.config.system_prompt if system_prompt is None else system_prompt
+            check_utf8(system, "system prompt")
+            messages = [ChatMessage("system", system)] if system else []
+        engine = self.engine(model)
+        stream = engine.stream_chat(
+            [*messages, ChatMessage("user", prompt)], settings or self.settings()
+        )
+        return Turn(self.conversations, conversation, model, system, prompt, stream)
+
+    def close(self) -> None:
+        if self._conversations is not None:
+            self._conversations.close()
+        for engine in self._engines.values():
+            engine.llm.close()
+        self._engines.clear()

@@ -1,0 +1,125 @@
+"""The typed config file in the data home; every value has a default that works unedited."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from app.atomic import atomic_write_text
+from app.errors import LanternError
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Lantern, a helpful assistant that runs offline on the user's own computer."
+)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    context_length: int = 4096
+    threads: int = 0  # 0: one thread per CPU core
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int | None = None  # None: a fresh random seed per answer
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    default_model: str = DEFAULT_MODEL_NAME
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+@dataclass(frozen=True)
+class Config:
+    default_model: str = DEFAULT_MODEL_NAME
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+DEFAULT_CONFIG_TEXT = f'''# Lantern configuration. Every key is optional; delete one to get its default back.
+
+default_model = "{DEFAULT_MODEL_NAME}"
+system_prompt = "{DEFAULT_SYSTEM_PROMPT}"
+
+[runtime]
+context_length = 4096   # tokens the model sees at once; old turns are trimmed to fit
+threads = 0             # 0 means one per CPU core
+batch_size = 512
+
+[generation]
+temperature = 0.7
+top_p = 0.95
+max_tokens = 512
+# seed = 42            # set for repeatable answers
+'''
+
+
+def _check_type(where: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise LanternError(f"{where} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _section(cls: type, table: Any, prefix: str) -> Any:
+    """Build one config dataclass from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(table, dict):
+        raise LanternError(f"[{prefix.rstrip('.')}] must be a table")
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise LanternError(f"unknown key {prefix}{key}; known keys: {', '.join(hints)}")
+        expected = next(t for t in get_args(hints[key]) or (hints[key],) if t is not type(None))
+        if expected in (int, float, str):
+            value = _check_type(f"{prefix}{key}", value, expected)
+        values[key] = value
+    return cls(**values)
+
+
+def _validate(config: Config) -> Config:
+    rt, gen = config.runtime, config.generation
+    checks = [
+        (rt.context_length >= 256, "runtime.context_length must be at least 256"),
+        (rt.threads >= 0, "runtime.threads must be 0 (auto) or a positive count"),
+        (rt.batch_size >= 1, "runtime.batch_size must be positive"),
+        (0.0 <= gen.temperature <= 5.0, "generation.temperature must be between 0 and 5"),
+        (0.0 < gen.top_p <= 1.0, "generation.top_p must be in (0, 1]"),
+        (gen.max_tokens >= 1, "generation.max_tokens must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LanternError(message)
+    return config
+
+
+def parse_config(text: str) -> Config:
+    data = tomllib.loads(text)
+    runtime = _section(RuntimeConfig, data.pop("runtime", {}), "runtime.")
+    generation = _section(GenerationConfig, data.pop("generation", {}), "generation.")
+    top = _section(_TopLevel, data, "")
+    return _validate(Config(**vars(top), runtime=runtime, generation=generation))
+
+
+def load_config(path: Path) -> Config:
+    """Read the config file, writing the commented default first if there is none."""
+    if not path.exists():
+        atomic_write_text(path, DEFAULT_CONFIG_TEXT)
+    try:
+        return parse_config(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise LanternError(f"{path} is not valid TOML ({exc}); fix it or delete it for defaults")
+    except UnicodeDecodeError:
+        raise LanternError(f"{path} is not UTF-8 text; fix it or delete it for defaults")
+    except LanternError as exc:
+        raise LanternError(f"{path}: {exc}") from None

@@ -1,0 +1,175 @@
+"""Conversations persisted in SQLite in the data home, so a chat survives a restart."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.chat_template import ChatMessage
+from app.errors import LanternError
+
+# Numbered schema migrations; PRAGMA user_version records how many have run.
+MIGRATIONS = [
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system_prompt TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    role: str
+    content: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    title: str
+    model: str
+    system_prompt: str
+    created_at: str
+    updated_at: str
+    messages: list[StoredMessage] = field(default_factory=list)
+
+    def chat_messages(self) -> list[ChatMessage]:
+        """System prompt then every turn, ready for the engine."""
+        system = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
+        return system + [ChatMessage(m.role, m.content) for m in self.messages]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _title_from(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+class ConversationStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise LanternError(
+                f"{self.path} was written by a newer Lantern (schema {version}); upgrade Lantern"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            self.db.executescript(
+                f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def create(self, model: str, system_prompt: str, first_prompt: str) -> Conversation:
+        now = _now()
+        conversation = Conversation(
+            id=secrets.token_hex(6),
+            title=_title_from(first_prompt),
+            model=model,
+            system_prompt=system_prompt,
+            created_at=now,
+            updated_at=now,
+        )
+        self.db.execute(
+            "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation.id, conversation.title, model, system_prompt, now, now),
+        )
+        return conversation
+
+    def add_exchange(
+        self,
+        conversation_id: str,
+        prompt: str,
+        answer: str,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Store a user turn and its answer together: both or neither."""
+        now = _now()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created_at, prompt_tokens)"
+                " VALUES (?, 'user', ?, ?, ?)",
+                (conversation_id, prompt, now, prompt_tokens),
+            )
+            self.db.execute(
+                "INSERT INTO messages"
+                " (conversation_id, role, content, created_at, completion_tokens)"
+                " VALUES (?, 'assistant', ?, ?, ?)",
+                (conversation_id, answer, now, completion_tokens),
+            )
+            self.db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
+            )
+
+    def get(self, conversation_id: str) -> Conversation:
+        row = self.db.execute(
+            "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        if row is None:
+            raise LanternError(
+                f"no conversation {conversation_id!r}; list them with 'lantern conversations'"
+            )
+        messages = [
+            StoredMessage(r["role"], r["content"], r["created_at"])
+            for r in self.db.execute(
+                "SELECT role, content, created_at FROM messages"
+                " WHERE conversation_id = ? ORDER BY id",
+                (conversation_id,),
+            )
+        ]
+        return Conversation(**{k: row[k] for k in row.keys()}, messages=messages)
+
+    def latest(self) -> Conversation | None:
+        row = self.db.execute(
+            "SELECT id FROM conversations ORDER BY updated_at DESC, rowid DESC LIMIT 1"
+        ).fetchone()
+        return self.get(row["id"]) if row else None
+
+    def list(self, limit: int = 20) -> list[tuple[Conversation, int]]:
+        """The most recently used conversations with their message counts (messages not loaded)."""
+        rows = self.db.execute(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n"
+            " FROM conversations c ORDER BY updated_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            (Conversation(**{k: r[k] for k in r.keys() if k != "n"}), r["n"]) for r in rows
+        ]
+
+    def delete(self, conversation_id: str) -> None:
+        if self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount == 0:
+            raise LanternError(f"no conversation {conversation_id!r}")

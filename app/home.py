@@ -1,0 +1,56 @@
+"""Where Lantern keeps everything it writes: one private folder, the data home."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import LanternError
+
+
+def default_home_path() -> Path:
+    """``$LANTERN_HOME``, else ``$XDG_DATA_HOME/lantern``, else ``~/.local/share/lantern``."""
+    explicit = os.environ.get("LANTERN_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "lantern"
+
+
+@dataclass(frozen=True)
+class DataHome:
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model_registry(self) -> Path:
+        return self.root / "models.json"
+
+    @property
+    def conversations_db(self) -> Path:
+        return self.root / "conversations.sqlite3"
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> DataHome:
+        """Create the data home (mode 0700) if needed and return it."""
+        home = cls(Path(root) if root is not None else default_home_path())
+        try:
+            for directory in (home.root, home.models_dir):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # mkdir's mode is filtered by the umask; the notes and chats here are private.
+                os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise LanternError(
+                f"cannot create the data home {home.root}: {exc.strerror}. "
+                "Set LANTERN_HOME to a folder you can write."
+            ) from exc
+        return home

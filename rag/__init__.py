@@ -1,0 +1,1 @@
+"""Private memory over the user's notes (later issue)."""

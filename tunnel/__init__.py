@@ -1,0 +1,1 @@
+"""SSH tunnel from a phone to the local API (later issue)."""
