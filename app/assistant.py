@@ -63,7 +63,9 @@ class Assistant:
     @property
     def conversations(self) -> ConversationStore:
         if self._conversations is None:
-            self._conversations = ConversationStore(self.home.conversations_db)
+            self._conversations = ConversationStore(
+                self.home.private_file(self.home.conversations_db)
+            )
         return self._conversations
 
     def engine(self, model: str | None = None) -> Engine:

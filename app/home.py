@@ -39,6 +39,12 @@ class DataHome:
     def conversations_db(self) -> Path:
         return self.root / "conversations.sqlite3"
 
+    def private_file(self, path: Path) -> Path:
+        """Create ``path`` (if missing) readable by its owner only, and return it."""
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+        return path
+
     @classmethod
     def open(cls, root: Path | None = None) -> DataHome:
         """Create the data home (mode 0700) if needed and return it."""

@@ -60,7 +60,7 @@ class ModelStore:
     @contextlib.contextmanager
     def _locked(self):
         """Serialise read-modify-write of the registry across processes."""
-        lock_path = self.home.root / ".models.lock"
+        lock_path = self.home.private_file(self.home.root / ".models.lock")
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
