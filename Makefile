@@ -17,6 +17,7 @@ run: install
 	$(VENV)/bin/lantern
 
 test: install system-deps
+	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)

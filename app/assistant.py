@@ -63,9 +63,7 @@ class Assistant:
     @property
     def conversations(self) -> ConversationStore:
         if self._conversations is None:
-            self._conversations = ConversationStore(
-                self.home.private_file(self.home.conversations_db)
-            )
+            self._conversations = ConversationStore(self.home.private_file(self.home.conversations_db))
         return self._conversations
 
     def engine(self, model: str | None = None) -> Engine:
@@ -129,9 +127,7 @@ class Assistant:
             check_utf8(system, "system prompt")
             messages = [ChatMessage("system", system)] if system else []
         engine = self.engine(model)
-        stream = engine.stream_chat(
-            [*messages, ChatMessage("user", prompt)], settings or self.settings()
-        )
+        stream = engine.stream_chat([*messages, ChatMessage("user", prompt)], settings or self.settings())
         return Turn(self.conversations, conversation, model, system, prompt, stream)
 
     def close(self) -> None:

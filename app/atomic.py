@@ -40,9 +40,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
 def atomic_copy(source: Path, destination: Path, mode: int = 0o600) -> None:
     """Copy a (possibly large) file so ``destination`` appears only once complete."""
     destination = Path(destination)
-    fd, tmp = tempfile.mkstemp(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp"
-    )
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, length=8 * 1024 * 1024)

@@ -65,10 +65,12 @@ generation_options = [
     click.option("--temperature", "-t", type=float, help="0 for the most likely answer."),
     click.option("--top-p", type=float, help="Nucleus sampling cut-off, in (0, 1]."),
     click.option("--seed", type=int, help="Fix the random seed for a repeatable answer."),
-    click.option("--continue", "-c", "continue_", is_flag=True,
-                 help="Continue the most recent conversation."),
-    click.option("--conversation", "--cid", "conversation_id",
-                 help="Continue the conversation with this id."),
+    click.option(
+        "--continue", "-c", "continue_", is_flag=True, help="Continue the most recent conversation."
+    ),
+    click.option(
+        "--conversation", "--cid", "conversation_id", help="Continue the conversation with this id."
+    ),
 ]
 
 
@@ -95,14 +97,13 @@ def cli(ctx: click.Context) -> None:
 @click.option("--system", help="System prompt for a new conversation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.pass_context
-def ask(ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, conversation_id,
-        system, as_json):
+def ask(
+    ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, system, as_json
+):
     """Answer PROMPT (or stdin), streaming the answer to stdout."""
     prompt = _read_prompt(prompt)
     assistant = _assistant(ctx)
-    settings = assistant.settings(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
-    )
+    settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     conversation = _pick_conversation(assistant, continue_, conversation_id)
     turn = assistant.ask(
         prompt, conversation=conversation, model=model, system_prompt=system, settings=settings
@@ -116,23 +117,28 @@ def ask(ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, con
         click.echo()
     result = turn.result
     if as_json and result is not None:
-        click.echo(json.dumps({
-            "text": result.text,
-            "model": turn.model,
-            "conversation_id": turn.conversation.id if turn.conversation else None,
-            "finish_reason": result.finish_reason,
-            "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "prompt_tokens_evaluated": result.prompt_tokens_evaluated,
-                "completion_tokens": result.completion_tokens,
-            },
-            "dropped_messages": result.dropped_messages,
-            "timings": {
-                "time_to_first_token_s": round(result.time_to_first_token_s, 4),
-                "total_s": round(result.total_s, 4),
-                "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
-            },
-        }, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "model": turn.model,
+                    "conversation_id": turn.conversation.id if turn.conversation else None,
+                    "finish_reason": result.finish_reason,
+                    "usage": {
+                        "prompt_tokens": result.prompt_tokens,
+                        "prompt_tokens_evaluated": result.prompt_tokens_evaluated,
+                        "completion_tokens": result.completion_tokens,
+                    },
+                    "dropped_messages": result.dropped_messages,
+                    "timings": {
+                        "time_to_first_token_s": round(result.time_to_first_token_s, 4),
+                        "total_s": round(result.total_s, 4),
+                        "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
 
 
 @cli.command()
@@ -143,9 +149,7 @@ def chat(ctx, model, max_tokens, temperature, top_p, seed, continue_, conversati
     from app.repl import run_repl
 
     assistant = _assistant(ctx)
-    settings = assistant.settings(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
-    )
+    settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     run_repl(assistant, _pick_conversation(assistant, continue_, conversation_id), model, settings)
 
 
@@ -163,11 +167,20 @@ def models_list(ctx, as_json):
     entries = assistant.models.list()
     default = assistant.config.default_model
     if as_json:
-        click.echo(json.dumps([
-            {"name": e.name, "path": str(e.path), "bundled": e.bundled, "default": e.name == default,
-             "size": e.path.stat().st_size if e.path.is_file() else None}
-            for e in entries
-        ]))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "path": str(e.path),
+                        "bundled": e.bundled,
+                        "default": e.name == default,
+                        "size": e.path.stat().st_size if e.path.is_file() else None,
+                    }
+                    for e in entries
+                ]
+            )
+        )
         return
     if not entries:
         click.echo("No models yet. Add one with 'lantern models add PATH'.")
@@ -202,8 +215,12 @@ def models_info(ctx, name, as_json):
     entry, summary = assistant.models.info(name)
     if as_json:
         data = dataclasses.asdict(summary)
-        data.update(name=entry.name, path=str(entry.path), bundled=entry.bundled,
-                    chat_template_source=summary.chat_template_source)
+        data.update(
+            name=entry.name,
+            path=str(entry.path),
+            bundled=entry.bundled,
+            chat_template_source=summary.chat_template_source,
+        )
         click.echo(json.dumps(data))
         return
     params = summary.parameter_count

@@ -11,9 +11,7 @@ from app.atomic import atomic_write_text
 from app.errors import LanternError
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_SYSTEM_PROMPT = (
-    "You are Lantern, a helpful assistant that runs offline on the user's own computer."
-)
+DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline on the user's own computer."
 
 
 @dataclass(frozen=True)
@@ -118,8 +116,8 @@ def load_config(path: Path) -> Config:
     try:
         return parse_config(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise LanternError(f"{path} is not valid TOML ({exc}); fix it or delete it for defaults")
+        raise LanternError(f"{path} is not valid TOML ({exc}); fix it or delete it for defaults") from None
     except UnicodeDecodeError:
-        raise LanternError(f"{path} is not UTF-8 text; fix it or delete it for defaults")
+        raise LanternError(f"{path} is not UTF-8 text; fix it or delete it for defaults") from None
     except LanternError as exc:
         raise LanternError(f"{path}: {exc}") from None

@@ -85,9 +85,7 @@ class ConversationStore:
                 f"{self.path} was written by a newer Lantern (schema {version}); upgrade Lantern"
             )
         for number in range(version, len(MIGRATIONS)):
-            self.db.executescript(
-                f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
-            )
+            self.db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -131,23 +129,16 @@ class ConversationStore:
                 " VALUES (?, 'assistant', ?, ?, ?)",
                 (conversation_id, answer, now, completion_tokens),
             )
-            self.db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
-            )
+            self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
 
     def get(self, conversation_id: str) -> Conversation:
-        row = self.db.execute(
-            "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone()
+        row = self.db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:
-            raise LanternError(
-                f"no conversation {conversation_id!r}; list them with 'lantern conversations'"
-            )
+            raise LanternError(f"no conversation {conversation_id!r}; list them with 'lantern conversations'")
         messages = [
             StoredMessage(r["role"], r["content"], r["created_at"])
             for r in self.db.execute(
-                "SELECT role, content, created_at FROM messages"
-                " WHERE conversation_id = ? ORDER BY id",
+                "SELECT role, content, created_at FROM messages WHERE conversation_id = ? ORDER BY id",
                 (conversation_id,),
             )
         ]
@@ -166,9 +157,7 @@ class ConversationStore:
             " FROM conversations c ORDER BY updated_at DESC, rowid DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [
-            (Conversation(**{k: r[k] for k in r.keys() if k != "n"}), r["n"]) for r in rows
-        ]
+        return [(Conversation(**{k: r[k] for k in r.keys() if k != "n"}), r["n"]) for r in rows]
 
     def delete(self, conversation_id: str) -> None:
         if self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount == 0:

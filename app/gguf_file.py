@@ -45,19 +45,13 @@ def _check_header(path: Path, size: int) -> None:
     with open(path, "rb") as f:
         head = f.read(_HEADER.size)
     if len(head) >= 4 and head[:4] != b"GGUF":
-        raise ModelValidationError(
-            f"{path} is not a GGUF file (magic {head[:4]!r}, expected b'GGUF')"
-        )
+        raise ModelValidationError(f"{path} is not a GGUF file (magic {head[:4]!r}, expected b'GGUF')")
     if len(head) < _HEADER.size:
-        raise ModelValidationError(
-            f"{path} is truncated: {size} bytes is shorter than a GGUF header"
-        )
+        raise ModelValidationError(f"{path} is truncated: {size} bytes is shorter than a GGUF header")
     _, version, _, _ = _HEADER.unpack(head)
     if version not in gguf.READER_SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, gguf.READER_SUPPORTED_VERSIONS))
-        raise ModelValidationError(
-            f"{path} is GGUF version {version}; Lantern reads versions {supported}"
-        )
+        raise ModelValidationError(f"{path} is GGUF version {version}; Lantern reads versions {supported}")
 
 
 def _quantization(reader: gguf.GGUFReader) -> str:

@@ -165,6 +165,7 @@ class ModelStore:
                     f"a model named {name!r} already exists; choose another with --name "
                     f"or remove it first with 'lantern models rm {name}'"
                 )
+            self._remove_stale_copies()
             filename = f"{name}.gguf"
             destination = self.home.models_dir / filename
             try:
@@ -183,6 +184,11 @@ class ModelStore:
                 destination.unlink(missing_ok=True)
                 raise
             return self._entry(name, data["models"][name])
+
+    def _remove_stale_copies(self) -> None:
+        """Delete half-copied files left by a killed `add` (call with the lock held)."""
+        for leftover in self.home.models_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def remove(self, name: str) -> ModelEntry:
         check_model_name(name)

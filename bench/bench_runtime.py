@@ -61,9 +61,7 @@ def _stream_raw(assistant: Assistant, max_tokens: int) -> tuple[float, int, floa
     llm = engine.llm
     llm.reset()
     system = assistant.config.system_prompt
-    prompt = engine.template.render(
-        [ChatMessage("system", system), ChatMessage("user", STREAM_PROMPT)]
-    )
+    prompt = engine.template.render([ChatMessage("system", system), ChatMessage("user", STREAM_PROMPT)])
     prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
     started = time.perf_counter()
     first = last = None
@@ -112,11 +110,14 @@ def bench_second_turn(assistant: Assistant, rounds: int) -> dict:
     ]
     engine.forget_cache()
     first = engine.chat(history, settings)
-    second = [*history, ChatMessage("assistant", first.text),
-              ChatMessage("user", "Who asks the council for money?")]
+    second = [
+        *history,
+        ChatMessage("assistant", first.text),
+        ChatMessage("user", "Who asks the council for money?"),
+    ]
     warm, cold, evaluated = [], [], {}
     for i in range(rounds):
-        for mode in (("warm", "cold") if i % 2 == 0 else ("cold", "warm")):
+        for mode in ("warm", "cold") if i % 2 == 0 else ("cold", "warm"):
             engine.forget_cache()
             if mode == "warm":
                 engine.chat(history, settings)  # turn one, as in a live chat
@@ -156,8 +157,10 @@ def main() -> None:
         print("|---|---|---|")
         for mode in ("warm", "cold"):
             done, total = t["evaluated"][mode]
-            print(f"| {mode} (prefix {'reused' if mode == 'warm' else 'not reused'}) "
-                  f"| {done} / {total} | {t[mode + '_ms']:.1f} |")
+            print(
+                f"| {mode} (prefix {'reused' if mode == 'warm' else 'not reused'}) "
+                f"| {done} / {total} | {t[mode + '_ms']:.1f} |"
+            )
         print(f"second-turn TTFT ratio reused/cold: {t['ratio']:.3f}  (target <= 0.5)")
         assistant.close()
 

@@ -72,9 +72,9 @@ class LanternApp(App):
             self.call_from_thread(widget.update, f"error: {exc}")
             self.call_from_thread(widget.add_class, "error")
         finally:
-            self.call_from_thread(self._ready)
+            self.call_from_thread(self._enable_prompt)
 
-    def _ready(self) -> None:
+    def _enable_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = False
         prompt.focus()

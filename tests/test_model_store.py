@@ -1,0 +1,148 @@
+"""The model store: the bundled default, adding, inspecting and removing models, and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from tests.conftest import run_lantern
+
+
+def _snapshot(home):
+    """Everything the store holds, to prove a refused command changed nothing."""
+    registry = (home / "models.json").read_bytes()
+    files = sorted(p.name for p in (home / "models").iterdir())
+    return registry, files
+
+
+def test_first_run_registers_the_bundled_model_without_copying_it(home, bundled_model):
+    listing = run_lantern("models", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    models = json.loads(listing.stdout)
+    assert [m["name"] for m in models] == ["smollm2-135m-instruct"]
+    assert models[0]["default"] and models[0]["bundled"]
+    assert models[0]["path"] == str(bundled_model)
+    assert list((home / "models").iterdir()) == []  # nothing copied
+
+
+def test_data_home_is_private(home):
+    run_lantern("models", "list")
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for path in home.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_info_describes_the_bundled_model(home):
+    info = run_lantern("models", "info", "smollm2-135m-instruct", "--json")
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["architecture"] == "llama"
+    assert data["quantization"] == "Q4_1"
+    assert data["context_length"] == 8192
+    assert 130e6 < data["parameter_count"] < 140e6
+    assert data["file_size"] == os.path.getsize(data["path"])
+    assert data["chat_template_source"].startswith("model")
+
+    text = run_lantern("models", "info", "smollm2-135m-instruct").stdout.decode()
+    for label in (
+        "architecture:",
+        "parameters:",
+        "quantization:",
+        "context length:",
+        "file size:",
+        "chat template:",
+    ):
+        assert label in text
+
+
+def test_added_model_is_copied_in_then_removed_by_rm(home, bundled_model, tmp_path):
+    source = tmp_path / "My Model.Q4_1.gguf"
+    source.write_bytes(bundled_model.read_bytes())
+    added = run_lantern("models", "add", str(source))
+    assert added.returncode == 0, added.stderr
+    assert b"my-model.q4_1" in added.stdout
+    stored = home / "models" / "my-model.q4_1.gguf"
+    assert stored.read_bytes() == source.read_bytes()
+    source.unlink()  # the store owns its copy: the original may go
+    answer = run_lantern("ask", "Say hello.", "--model", "my-model.q4_1", "--max-tokens", "4")
+    assert answer.returncode == 0, answer.stderr
+
+    duplicate = run_lantern("models", "add", str(stored), "--name", "my-model.q4_1")
+    assert duplicate.returncode != 0 and b"already exists" in duplicate.stderr
+
+    removed = run_lantern("models", "rm", "my-model.q4_1")
+    assert removed.returncode == 0
+    assert not stored.exists()
+    names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
+    assert names == ["smollm2-135m-instruct"]
+
+
+def test_removing_the_bundled_model_never_deletes_the_package_file(home, bundled_model):
+    assert run_lantern("models", "rm", "smollm2-135m-instruct").returncode == 0
+    assert bundled_model.is_file()
+    assert json.loads(run_lantern("models", "list", "--json").stdout) == []
+    # A removed default stays removed; asking names the problem and the fix.
+    ask = run_lantern("ask", "hi")
+    assert ask.returncode != 0
+    assert b"no model named 'smollm2-135m-instruct'" in ask.stderr
+
+
+def _bad_files(tmp_path, bundled_model):
+    data = bundled_model.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "truncated-in-header": data[:4096],
+        "wrong-magic": b"GGML" + data[4:],
+        "empty": b"",
+    }
+    paths = {}
+    for name, content in cases.items():
+        paths[name] = tmp_path / f"{name}.gguf"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("truncated", b"truncated"),
+        ("truncated-in-header", b"truncated"),
+        ("wrong-magic", b"not a GGUF file"),
+        ("empty", b"empty file"),
+    ],
+)
+def test_a_broken_gguf_is_refused_with_one_line_and_the_store_is_unchanged(
+    home, bundled_model, tmp_path, case, reason
+):
+    run_lantern("models", "list")
+    before = _snapshot(home)
+    path = _bad_files(tmp_path, bundled_model)[case]
+    result = run_lantern("models", "add", str(path))
+    assert result.returncode != 0
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1, err
+    assert reason.decode() in err
+    assert "Traceback" not in err
+    assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden", "x" * 65, "a\\b", "a..b"])
+def test_model_names_that_could_escape_the_store_are_refused(home, bundled_model, name):
+    run_lantern("models", "list")
+    before = _snapshot(home)
+    result = run_lantern("models", "add", str(bundled_model), "--name", name)
+    assert result.returncode != 0
+    assert b"invalid model name" in result.stderr
+    assert _snapshot(home) == before
+    for command in (("info", name), ("rm", name)):
+        refused = run_lantern("models", *command)
+        assert refused.returncode != 0 and b"invalid model name" in refused.stderr
+
+
+def test_a_missing_file_is_a_clear_error(home, tmp_path):
+    result = run_lantern("models", "add", str(tmp_path / "nope.gguf"))
+    assert result.returncode != 0
+    assert b"does not exist" in result.stderr
