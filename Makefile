@@ -26,6 +26,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
+	@echo "Installing Lantern into $(VENV) (the first time builds llama.cpp: about 6-10 minutes)"
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $@
 

@@ -23,7 +23,7 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    temperature: float = 0.7
+    temperature: float = 0.2  # low: small local models wander at higher temperatures
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int | None = None  # None: a fresh random seed per answer
@@ -54,7 +54,7 @@ threads = 0             # 0 means one per CPU core
 batch_size = 512
 
 [generation]
-temperature = 0.7
+temperature = 0.2       # higher is more varied, lower more focused
 top_p = 0.95
 max_tokens = 512
 # seed = 42            # set for repeatable answers

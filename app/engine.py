@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,16 +117,19 @@ class _StopMatcher:
 class ChatStream:
     """An answer being generated: iterate for text pieces; ``result`` is set once it ends."""
 
-    def __init__(self, pieces: Iterator[str]):
-        self._pieces = pieces
+    def __init__(self, plan: PromptPlan):
+        self.plan = plan
         self.result: ChatResult | None = None
+        self._pieces: Generator[str, None, None] | None = None
 
     def __iter__(self) -> Iterator[str]:
+        assert self._pieces is not None
         return self._pieces
 
     def close(self) -> None:
         """Stop generating (a reader went away); the engine stays usable."""
-        self._pieces.close()  # type: ignore[attr-defined]
+        if self._pieces is not None:
+            self._pieces.close()
 
 
 class Engine:
@@ -198,10 +201,14 @@ class Engine:
     def stream_chat(
         self, messages: list[ChatMessage], settings: GenerationSettings = GenerationSettings()
     ) -> ChatStream:
-        """Start answering the conversation; its last message must be the user's."""
+        """Start answering the conversation; its last message must be the user's.
+
+        Bad input and a prompt that cannot fit raise here, before any text is streamed.
+        """
+        started = time.perf_counter()
         validate_messages(messages)
-        stream = ChatStream(iter(()))
-        stream._pieces = self._generate(messages, settings, stream)
+        stream = ChatStream(self.plan(messages, settings.max_tokens))
+        stream._pieces = self._generate(stream, settings, started)
         return stream
 
     def chat(
@@ -214,11 +221,10 @@ class Engine:
         return stream.result
 
     def _generate(
-        self, messages: list[ChatMessage], settings: GenerationSettings, stream: ChatStream
-    ) -> Iterator[str]:
+        self, stream: ChatStream, settings: GenerationSettings, started: float
+    ) -> Generator[str, None, None]:
         with self._lock:
-            started = time.perf_counter()
-            plan = self.plan(messages, settings.max_tokens)
+            plan = stream.plan
             tokens = plan.tokens
             llm = self.llm
             reuse = 0

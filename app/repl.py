@@ -96,5 +96,7 @@ def run_repl(
         except KeyboardInterrupt:
             stream.close()
             click.echo(" [stopped]", nl=False)
+        except LanternError as exc:
+            click.echo(f"\nerror: {exc}", err=True)
         click.echo()
         conversation = assistant.conversations.get(turn.conversation.id) if turn.conversation else None

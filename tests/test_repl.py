@@ -76,3 +76,11 @@ def test_interactive_chat_in_a_terminal_keeps_input_history(home):
     assert "What is the capital of France? One word." in history
     saved = json.loads(run_lantern("ask", "-c", "ok", "--max-tokens", "1", "--json").stdout)
     assert saved["usage"]["prompt_tokens"] > 30  # the terminal chat was saved and continued
+
+
+def test_an_oversized_line_is_refused_and_the_chat_goes_on(home):
+    lines = ("word " * 6000 + "\nWhat is the capital of France? Answer in one word.\n").encode()
+    result = run_lantern("chat", "--temperature", "0", "--max-tokens", "16", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert b"context window is 4096 tokens" in result.stderr
+    assert b"Paris" in result.stdout

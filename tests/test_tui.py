@@ -28,7 +28,6 @@ def test_typing_a_question_streams_an_answer_and_saves_it(home):
     async def scenario() -> str:
         app = LanternApp(assistant)
         async with app.run_test() as pilot:
-            await pilot.click("#prompt")
             await pilot.press(*"What is the capital of France? Answer in one word.")
             await pilot.press("enter")
             answers = lambda: [str(w.content) for w in app.query(".answer").results(Static)]  # noqa: E731

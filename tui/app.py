@@ -21,6 +21,7 @@ class LanternApp(App):
     .answer { margin-bottom: 1; }
     .error { color: $error; }
     """
+    AUTO_FOCUS = "#prompt"
     BINDINGS = [("ctrl+q", "quit", "Quit"), ("ctrl+n", "new_chat", "New chat")]
 
     def __init__(self, assistant: Assistant):
