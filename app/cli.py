@@ -59,6 +59,10 @@ def _pick_conversation(
     return None
 
 
+def _trim_note(dropped: int) -> str:
+    return f"note: the {dropped} oldest messages were left out to fit the context window"
+
+
 generation_options = [
     click.option("--model", "-m", help="Model name from 'lantern models list'."),
     click.option("--max-tokens", type=int, help="Longest answer, in tokens."),
@@ -116,6 +120,8 @@ def ask(
             click.echo(piece, nl=False)
         click.echo()
     result = turn.result
+    if result is not None and result.dropped_messages and not as_json:
+        click.echo(_trim_note(result.dropped_messages), err=True)
     if as_json and result is not None:
         click.echo(
             json.dumps(

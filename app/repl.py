@@ -99,4 +99,10 @@ def run_repl(
         except LanternError as exc:
             click.echo(f"\nerror: {exc}", err=True)
         click.echo()
+        if turn.result is not None and turn.result.dropped_messages:
+            click.echo(
+                f"(the {turn.result.dropped_messages} oldest messages were left out to fit "
+                "the context window)",
+                err=True,
+            )
         conversation = assistant.conversations.get(turn.conversation.id) if turn.conversation else None

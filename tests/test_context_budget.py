@@ -67,3 +67,19 @@ def test_cli_refuses_an_oversized_prompt_naming_the_limit(home):
     err = result.stderr.decode()
     assert "context window is 4096 tokens" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_trims_old_turns_of_a_continued_conversation_and_says_so(home):
+    run_lantern("models", "list")
+    (home / "config.toml").write_text(
+        "[runtime]\ncontext_length = 256\n[generation]\nmax_tokens = 16\ntemperature = 0.0\n"
+    )
+    first = run_lantern("ask", "Remember this list: " + "apple pear plum " * 40)
+    assert first.returncode == 0, first.stderr
+    assert b"left out" not in first.stderr
+    second = run_lantern("ask", "-c", "Count these: " + "fig " * 100 + "How many?")
+    assert second.returncode == 0, second.stderr
+    assert b"the 2 oldest messages were left out to fit the context window" in second.stderr
+    conversation_id = run_lantern("conversations", "list").stdout.split()[0].decode()
+    shown = run_lantern("conversations", "show", conversation_id).stdout.decode()
+    assert shown.count("[user]") == 2  # trimming shapes the prompt; the saved chat keeps everything
