@@ -10,6 +10,12 @@ SYSTEM_TOOLS := tmux:tmux
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+# llama.cpp's default -march=native enables AMX on CPUs that advertise it; virtual machines that
+# do not grant AMX state then die with SIGILL on the first batched prompt. A fixed AVX2 build
+# runs on any x86_64 machine of the last decade, and pip's cached wheel stays valid on all of them.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+endif
 
 .PHONY: run test install system-deps bench lint clean
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.chat_template import ChatMessage, check_utf8
@@ -12,7 +12,9 @@ from app.conversations import Conversation, ConversationStore
 from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
 from app.home import DataHome
+from app.memory import Memory, secret_from_environment
 from app.model_store import ModelStore
+from rag.retrieval import RetrievalHit
 
 
 @dataclass
@@ -23,8 +25,9 @@ class Turn:
     conversation: Conversation | None  # None: a new conversation, created when saved
     model: str
     system_prompt: str
-    prompt: str
+    prompt: str  # what the user typed; saved as is, without the memory passages
     stream: ChatStream
+    citations: list[RetrievalHit] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -52,13 +55,18 @@ class Turn:
 
 
 class Assistant:
-    def __init__(self, home_root: Path | None = None):
+    def __init__(self, home_root: Path | None = None, ask_secret: Callable[[str], str] | None = None):
+        """``ask_secret`` prompts for the memory passphrase when no key is in the environment."""
         self.home = DataHome.open(home_root)
         self.config: Config = load_config(self.home.config_file)
         self.models = ModelStore(self.home)
         self.models.ensure_default_registered()
         self._conversations: ConversationStore | None = None
         self._engines: dict[str, Engine] = {}
+        self.memory = Memory(
+            self.home.root / "memory", self.config.memory,
+            secret_from_environment(self.config.memory.key_file, ask_secret),
+        )
 
     @property
     def conversations(self) -> ConversationStore:
@@ -112,6 +120,7 @@ class Assistant:
         model: str | None = None,
         system_prompt: str | None = None,
         settings: GenerationSettings | None = None,
+        use_memory: bool = True,
     ) -> Turn:
         """Start answering ``prompt``, continuing ``conversation`` if one is given."""
         check_utf8(prompt, "prompt")
@@ -127,8 +136,13 @@ class Assistant:
             check_utf8(system, "system prompt")
             messages = [ChatMessage("system", system)] if system else []
         engine = self.engine(model)
-        stream = engine.stream_chat([*messages, ChatMessage("user", prompt)], settings or self.settings())
-        return Turn(self.conversations, conversation, model, system, prompt, stream)
+        context = None
+        if use_memory and self.config.memory.enabled and self.memory.has_notes():
+            context = self.memory.context_for(prompt, lambda text: len(engine.llm.tokenize(text.encode())))
+        content = context.prompt if context else prompt
+        stream = engine.stream_chat([*messages, ChatMessage("user", content)], settings or self.settings())
+        citations = context.hits if context else []
+        return Turn(self.conversations, conversation, model, system, prompt, stream, citations)
 
     def close(self) -> None:
         if self._conversations is not None:

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from app.assistant import Assistant
+from app.cli_context import assistant_from as _assistant
+from app.cli_context import hit_json as _hit_json
 from app.conversations import Conversation
 from app.errors import LanternError
-from app.formatting import describe_model, human_bytes
+from app.formatting import describe_model, format_citations, human_bytes
 
 
 class _LanternGroup(click.Group):
@@ -22,13 +24,6 @@ class _LanternGroup(click.Group):
             return super().invoke(ctx)
         except LanternError as exc:
             raise click.ClickException(str(exc)) from None
-
-
-def _assistant(ctx: click.Context) -> Assistant:
-    if ctx.obj is None:
-        ctx.obj = Assistant()
-        ctx.call_on_close(ctx.obj.close)
-    return ctx.obj
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -75,6 +70,7 @@ generation_options = [
     click.option(
         "--conversation", "--cid", "conversation_id", help="Continue the conversation with this id."
     ),
+    click.option("--no-memory", is_flag=True, help="Do not look in your notes for this answer."),
 ]
 
 
@@ -102,7 +98,8 @@ def cli(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.pass_context
 def ask(
-    ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, system, as_json
+    ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory, system,
+    as_json,
 ):
     """Answer PROMPT (or stdin), streaming the answer to stdout."""
     prompt = _read_prompt(prompt)
@@ -110,7 +107,12 @@ def ask(
     settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     conversation = _pick_conversation(assistant, continue_, conversation_id)
     turn = assistant.ask(
-        prompt, conversation=conversation, model=model, system_prompt=system, settings=settings
+        prompt,
+        conversation=conversation,
+        model=model,
+        system_prompt=system,
+        settings=settings,
+        use_memory=not no_memory,
     )
     if as_json:
         for _ in turn:
@@ -119,6 +121,8 @@ def ask(
         for piece in turn:
             click.echo(piece, nl=False)
         click.echo()
+        if turn.citations:
+            click.echo(format_citations(turn.citations))
     result = turn.result
     if result is not None and result.dropped_messages and not as_json:
         click.echo(_trim_note(result.dropped_messages), err=True)
@@ -136,6 +140,7 @@ def ask(
                         "completion_tokens": result.completion_tokens,
                     },
                     "dropped_messages": result.dropped_messages,
+                    "citations": [_hit_json(hit) for hit in turn.citations],
                     "timings": {
                         "time_to_first_token_s": round(result.time_to_first_token_s, 4),
                         "total_s": round(result.total_s, 4),
@@ -150,13 +155,14 @@ def ask(
 @cli.command()
 @with_generation_options
 @click.pass_context
-def chat(ctx, model, max_tokens, temperature, top_p, seed, continue_, conversation_id):
+def chat(ctx, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory):
     """A line-based chat for terminals without the TUI. /help lists commands."""
     from app.repl import run_repl
 
     assistant = _assistant(ctx)
     settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    run_repl(assistant, _pick_conversation(assistant, continue_, conversation_id), model, settings)
+    conversation = _pick_conversation(assistant, continue_, conversation_id)
+    run_repl(assistant, conversation, model, settings, use_memory=not no_memory)
 
 
 @cli.group()
@@ -289,6 +295,11 @@ def conversations_show(ctx, conversation_id):
 def conversations_rm(ctx, conversation_id):
     _assistant(ctx).conversations.delete(conversation_id)
     click.echo(f"Removed conversation {conversation_id}.")
+
+
+from app.memory_cli import memory  # noqa: E402  (the group registers itself below)
+
+cli.add_command(memory)
 
 
 def main() -> None:

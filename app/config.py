@@ -30,6 +30,15 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = True  # retrieve from memory in ask/chat when it holds notes
+    top_k: int = 4  # passages put in the prompt at most
+    context_tokens: int = 1024  # prompt tokens the passages may take at most
+    embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
+    key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
+
+
+@dataclass(frozen=True)
 class _TopLevel:
     default_model: str = DEFAULT_MODEL_NAME
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -41,6 +50,7 @@ class Config:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 DEFAULT_CONFIG_TEXT = f'''# Lantern configuration. Every key is optional; delete one to get its default back.
@@ -58,13 +68,20 @@ temperature = 0.2       # higher is more varied, lower more focused
 top_p = 0.95
 max_tokens = 512
 # seed = 42            # set for repeatable answers
+
+[memory]
+enabled = true          # answer from your notes ('lantern memory add PATH'); --no-memory skips it
+top_k = 4               # passages given to the model at most
+context_tokens = 1024   # prompt tokens those passages may use at most
+embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
+key_file = ""           # encrypted memory: a key file instead of a passphrase
 '''
 
 
 def _check_type(where: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+    if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         raise LanternError(f"{where} must be {expected.__name__}, got {value!r}")
     return value
 
@@ -79,14 +96,14 @@ def _section(cls: type, table: Any, prefix: str) -> Any:
         if key not in hints:
             raise LanternError(f"unknown key {prefix}{key}; known keys: {', '.join(hints)}")
         expected = next(t for t in get_args(hints[key]) or (hints[key],) if t is not type(None))
-        if expected in (int, float, str):
+        if expected in (int, float, str, bool):
             value = _check_type(f"{prefix}{key}", value, expected)
         values[key] = value
     return cls(**values)
 
 
 def _validate(config: Config) -> Config:
-    rt, gen = config.runtime, config.generation
+    rt, gen, memory = config.runtime, config.generation, config.memory
     checks = [
         (rt.context_length >= 256, "runtime.context_length must be at least 256"),
         (rt.threads >= 0, "runtime.threads must be 0 (auto) or a positive count"),
@@ -94,6 +111,8 @@ def _validate(config: Config) -> Config:
         (0.0 <= gen.temperature <= 5.0, "generation.temperature must be between 0 and 5"),
         (0.0 < gen.top_p <= 1.0, "generation.top_p must be in (0, 1]"),
         (gen.max_tokens >= 1, "generation.max_tokens must be positive"),
+        (memory.top_k >= 1, "memory.top_k must be positive"),
+        (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
     ]
     for ok, message in checks:
         if not ok:
@@ -105,8 +124,9 @@ def parse_config(text: str) -> Config:
     data = tomllib.loads(text)
     runtime = _section(RuntimeConfig, data.pop("runtime", {}), "runtime.")
     generation = _section(GenerationConfig, data.pop("generation", {}), "generation.")
+    memory = _section(MemoryConfig, data.pop("memory", {}), "memory.")
     top = _section(_TopLevel, data, "")
-    return _validate(Config(**vars(top), runtime=runtime, generation=generation))
+    return _validate(Config(**vars(top), runtime=runtime, generation=generation, memory=memory))
 
 
 def load_config(path: Path) -> Config:

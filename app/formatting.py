@@ -21,3 +21,10 @@ def describe_model(summary: GGUFSummary | None) -> str:
         f"{summary.architecture}, {summary.parameter_count / 1e6:.0f}M parameters, "
         f"{summary.quantization}, {human_bytes(summary.file_size)}"
     )
+
+
+def format_citations(hits) -> str:
+    """'Sources:' and one numbered line per passage the answer could use."""
+    from app.memory import cite
+
+    return "Sources:\n" + "\n".join(f"  [{n}] {cite(hit)}" for n, hit in enumerate(hits, start=1))

@@ -10,6 +10,7 @@ from app.assistant import Assistant
 from app.conversations import Conversation
 from app.engine import GenerationSettings
 from app.errors import LanternError
+from app.formatting import format_citations
 
 HELP = """Commands:
   /new     start a new conversation
@@ -47,6 +48,7 @@ def run_repl(
     conversation: Conversation | None,
     model: str | None,
     settings: GenerationSettings,
+    use_memory: bool = True,
 ) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
@@ -85,7 +87,9 @@ def run_repl(
             click.echo(conversation.id if conversation else "(not saved yet: ask something first)")
             continue
         try:
-            turn = assistant.ask(line, conversation=conversation, model=model, settings=settings)
+            turn = assistant.ask(
+                line, conversation=conversation, model=model, settings=settings, use_memory=use_memory
+            )
         except LanternError as exc:
             click.echo(f"error: {exc}", err=True)
             continue
@@ -99,6 +103,8 @@ def run_repl(
         except LanternError as exc:
             click.echo(f"\nerror: {exc}", err=True)
         click.echo()
+        if turn.citations:
+            click.echo(format_citations(turn.citations))
         if turn.result is not None and turn.result.dropped_messages:
             click.echo(
                 f"(the {turn.result.dropped_messages} oldest messages were left out to fit "

@@ -1,0 +1,160 @@
+"""The assistant's memory: the rag store, opened with the user's key, and the passages for a prompt."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import MemoryConfig
+from app.conversations import Conversation
+from app.errors import LanternError
+from rag.embedder import Embedder, SentenceTransformerEmbedder
+from rag.errors import MemoryStoreError
+from rag.ingest import Ingester, Progress, SyncReport
+from rag.retrieval import Mode, RetrievalHit, Retriever
+from rag.store import MemoryStore
+
+CONVERSATIONS_ROOT = "lantern:conversations"  # a root with no folder behind it; sync leaves it alone
+
+
+def secret_from_environment(
+    key_file: str = "", ask: Callable[[str], str] | None = None
+) -> Callable[[], bytes]:
+    """Where the key comes from, in order: a key file, LANTERN_PASSPHRASE, then asking the user."""
+
+    def secret() -> bytes:
+        path = key_file or os.environ.get("LANTERN_KEY_FILE", "")
+        if path:
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as exc:
+                raise LanternError(f"cannot read the key file {path}: {exc.strerror}") from None
+        passphrase = os.environ.get("LANTERN_PASSPHRASE")
+        if passphrase is None and ask is not None:
+            passphrase = ask("Memory passphrase: ")
+        if passphrase is None:
+            raise LanternError(
+                "the memory is encrypted: set LANTERN_PASSPHRASE or LANTERN_KEY_FILE "
+                "(or run in a terminal to be asked), or pass --no-memory"
+            )
+        return passphrase.encode("utf-8")
+
+    return secret
+
+
+@dataclass(frozen=True)
+class MemoryContext:
+    """Passages chosen for one prompt, and the prompt text that carries them."""
+
+    hits: list[RetrievalHit]
+    prompt: str
+
+
+class Memory:
+    def __init__(
+        self,
+        directory: Path,
+        config: MemoryConfig,
+        secret: Callable[[], bytes],
+        embedder: Embedder | None = None,
+    ):
+        self.directory = directory
+        self.config = config
+        self._secret = secret
+        self._store: MemoryStore | None = None
+        self._embedder = embedder  # loaded on first use when not given
+
+    @property
+    def store(self) -> MemoryStore:
+        if self._store is None:
+            self._store = MemoryStore.open(self.directory, self._secret)
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = SentenceTransformerEmbedder(
+                Path(self.config.embedder).expanduser() if self.config.embedder else None
+            )
+        return self._embedder
+
+    def has_notes(self) -> bool:
+        """True when there is something to retrieve (without unlocking or loading anything big)."""
+        return MemoryStore.exists(self.directory) and self.store.chunk_count > 0
+
+    def init_encrypted(self, secret: bytes) -> MemoryStore:
+        self._store = MemoryStore.create_encrypted(self.directory, secret)
+        return self._store
+
+    def add(self, paths: list[Path], progress: Progress | None = None) -> SyncReport:
+        with self.store.writing() as store:
+            return Ingester(store, self.embedder, progress).add(paths)
+
+    def sync(self, progress: Progress | None = None) -> SyncReport:
+        with self.store.writing() as store:
+            return Ingester(store, self.embedder, progress).sync()
+
+    def forget(self, path: Path) -> int:
+        target = str(path.expanduser().resolve())
+        with self.store.writing() as store:
+            removed = store.forget(target)
+            if not removed and target not in store.forgotten:
+                raise MemoryStoreError(f"nothing from {path} is in memory; see 'lantern memory list'")
+            store.commit()
+        return len(removed)
+
+    def remember_chat(self, conversation: Conversation) -> int:
+        """Save a conversation into memory as a note; returns the number of chunks."""
+        # Question and answer stay together in one section, so a passage carries both.
+        lines = [f"# Conversation: {conversation.title}", ""]
+        exchange = 0
+        for message in conversation.messages:
+            if message.role == "user":
+                exchange += 1
+                lines += [f"## Exchange {exchange}", ""]
+            if message.role != "system":
+                lines += [f"{message.role.capitalize()}: {message.content}", ""]
+        with self.store.writing() as store:
+            ingester = Ingester(store, self.embedder)
+            return ingester.add_text(
+                key=f"{CONVERSATIONS_ROOT}/{conversation.id}",
+                root=CONVERSATIONS_ROOT,
+                relative=f"conversations/{conversation.id}.md",
+                text="\n".join(lines),
+            )
+
+    def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> list[RetrievalHit]:
+        if k < 1:
+            raise LanternError("--k must be at least 1")
+        if not MemoryStore.exists(self.directory):
+            return []
+        return Retriever(self.store, self.embedder).search(query, k, mode)
+
+    def context_for(self, question: str, count_tokens: Callable[[str], int]) -> MemoryContext | None:
+        """The question wrapped with the best passages that fit the token budget, or None."""
+        hits = self.search(question, self.config.top_k)
+        if not hits:
+            return None
+        budget, used, chosen, blocks = self.config.context_tokens, 0, [], []
+        for hit in hits:
+            block = f"[{len(chosen) + 1}] {cite(hit)}\n{hit.text}"
+            cost = count_tokens(block)
+            if used + cost > budget:
+                continue
+            chosen.append(hit)
+            blocks.append(block)
+            used += cost
+        if not chosen:
+            return None
+        prompt = (
+            "Notes from my memory that may help:\n\n" + "\n\n".join(blocks) + "\n\n"
+            "Answer the question below. Use the notes when they are relevant and cite them as [n].\n\n"
+            f"Question: {question}"
+        )
+        return MemoryContext(chosen, prompt)
+
+
+def cite(hit: RetrievalHit) -> str:
+    return f"{hit.source} › {hit.heading}" if hit.heading else hit.source

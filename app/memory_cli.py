@@ -1,0 +1,216 @@
+"""`lantern memory ...`: add notes, keep them in sync, search, forget, encrypt."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from app.cli_context import assistant_from, hit_json
+from app.errors import LanternError
+from app.formatting import human_bytes
+from app.memory import cite
+from rag.ingest import SyncReport
+
+
+class _ProgressBar:
+    """A progress bar on stderr while files are embedded; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty() or total < 2:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="file", desc="Embedding", file=sys.stderr, leave=False)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _report(report: SyncReport) -> None:
+    click.echo(report.summary() + ".")
+    for path, reason in report.skipped_unreadable[:20]:
+        click.echo(f"  skipped {path}: {reason}", err=True)
+    if len(report.skipped_unreadable) > 20:
+        click.echo(f"  ... and {len(report.skipped_unreadable) - 20} more unreadable files", err=True)
+
+
+@click.group()
+def memory() -> None:
+    """Your notes as memory: add folders, search them, and answers cite them."""
+
+
+@memory.command("init")
+@click.option(
+    "--encrypt", is_flag=True, required=True, help="Encrypt the memory with a passphrase or key file."
+)
+@click.option(
+    "--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Derive the key from this file."
+)
+@click.pass_context
+def memory_init(ctx, encrypt, key_file):
+    """Protect the memory: texts, metadata and vectors encrypted at rest (AES-256-GCM, scrypt)."""
+    assistant = assistant_from(ctx)
+    if key_file is not None:
+        try:
+            secret = key_file.expanduser().read_bytes()
+        except OSError as exc:
+            raise LanternError(f"cannot read the key file {key_file}: {exc.strerror}") from None
+        if len(secret) < 16:
+            raise LanternError(f"the key file {key_file} is too short; use at least 16 random bytes")
+    elif "LANTERN_PASSPHRASE" in os.environ:
+        secret = os.environ["LANTERN_PASSPHRASE"].encode("utf-8")
+    elif sys.stdin.isatty():
+        secret = click.prompt(
+            "New memory passphrase", hide_input=True, confirmation_prompt=True, err=True
+        ).encode("utf-8")
+    else:
+        raise LanternError("no passphrase: set LANTERN_PASSPHRASE, pass --key-file, or run in a terminal")
+    store = assistant.memory.init_encrypted(secret)
+    click.echo(
+        f"The memory in {store.directory} is encrypted ({store.chunk_count} chunks). "
+        "Keep the passphrase safe: without it the memory cannot be read."
+    )
+
+
+@memory.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def memory_add(ctx, paths):
+    """Add files or folders (recursively) to memory and index them."""
+    progress = _ProgressBar()
+    try:
+        report = assistant_from(ctx).memory.add(list(paths), progress)
+    finally:
+        progress.close()
+    _report(report)
+
+
+@memory.command("sync")
+@click.pass_context
+def memory_sync(ctx):
+    """Re-scan every added folder: index new and changed notes, drop deleted ones."""
+    progress = _ProgressBar()
+    try:
+        report = assistant_from(ctx).memory.sync(progress)
+    finally:
+        progress.close()
+    _report(report)
+
+
+@memory.command("search")
+@click.argument("query", required=False)
+@click.option("--k", "k", default=5, show_default=True, help="How many passages.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of hits.")
+@click.option(
+    "--queries", type=click.File("r", encoding="utf-8"), help="One query per line; a JSON line each."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "dense", "lexical"]),
+    default="hybrid",
+    show_default=True,
+    help="hybrid fuses BM25 and embeddings; the others use one method alone.",
+)
+@click.pass_context
+def memory_search(ctx, query, k, as_json, queries, mode):
+    """Find the passages of your notes that best match QUERY."""
+    memory_ = assistant_from(ctx).memory
+    if queries is not None:
+        for line in queries:
+            line = line.strip()
+            if line:
+                hits = memory_.search(line, k, mode)
+                click.echo(
+                    json.dumps({"query": line, "hits": [hit_json(h) for h in hits]}, ensure_ascii=False)
+                )
+        return
+    if not query or not query.strip():
+        raise LanternError("no query given; pass one, or --queries FILE")
+    hits = memory_.search(query, k, mode)
+    if as_json:
+        click.echo(json.dumps([hit_json(h) for h in hits], ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("No matches. Add notes with 'lantern memory add PATH'.")
+    for n, hit in enumerate(hits, start=1):
+        snippet = " ".join(hit.text.split())
+        click.echo(f"[{n}] {cite(hit)}  (score {hit.score:.4f})\n    {snippet[:240]}")
+
+
+@memory.command("list")
+@click.pass_context
+def memory_list(ctx):
+    """The added roots and how many files of each are in memory."""
+    store = assistant_from(ctx).memory.store
+    if not store.roots:
+        click.echo("Memory is empty. Add notes with 'lantern memory add PATH'.")
+    for root in store.roots:
+        entries = [e for e in store.files.values() if e.root == root]
+        chunks = sum(len(e.chunk_ids) for e in entries)
+        click.echo(f"{root}  {len(entries)} files, {chunks} chunks")
+    for path in store.forgotten:
+        click.echo(f"{path}  (forgotten; 'lantern memory add' it to bring it back)")
+
+
+@memory.command("forget")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_context
+def memory_forget(ctx, path):
+    """Remove every chunk and vector of PATH (a file or folder); sync will not re-add it."""
+    removed = assistant_from(ctx).memory.forget(path)
+    click.echo(f"Forgot {removed} file{'s' if removed != 1 else ''} under {path}.")
+
+
+@memory.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def memory_stats(ctx, as_json):
+    """Size, index type, embedder and encryption of the memory."""
+    memory_ = assistant_from(ctx).memory
+    store = memory_.store
+    on_disk = sum(p.stat().st_size for p in store.data_files())
+    stats = {
+        "directory": str(store.directory),
+        "roots": len(store.roots),
+        "files": len(store.files),
+        "chunks": store.chunk_count,
+        "embedder": store.embedder_name or None,
+        "dimension": store.dimension or None,
+        "index": store.index_description,
+        "encrypted": store.cipher is not None,
+        "generation": store.generation,
+        "bytes_on_disk": on_disk,
+    }
+    if as_json:
+        click.echo(json.dumps(stats))
+        return
+    for key, value in stats.items():
+        if key == "bytes_on_disk":
+            value = human_bytes(value)
+        elif key == "index":
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        click.echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+@memory.command("remember-chat")
+@click.argument("conversation_id")
+@click.pass_context
+def memory_remember_chat(ctx, conversation_id):
+    """Save a conversation into memory so later answers can draw on it."""
+    assistant = assistant_from(ctx)
+    conversation = assistant.conversations.get(conversation_id)
+    chunks = assistant.memory.remember_chat(conversation)
+    click.echo(f"Remembered conversation {conversation.id} ({chunks} chunks).")
+
+
+__all__ = ["memory"]

@@ -1,0 +1,221 @@
+"""Ingestion: scan the added roots, find new, changed and deleted notes by content hash, embed
+only what changed, and commit in steps so an interrupted run keeps what it finished."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.chunking import chunk_sections
+from rag.documents import UnreadableFile, is_supported, load_sections
+from rag.embedder import Embedder
+from rag.errors import MemoryStoreError
+from rag.store import FileEntry, MemoryStore, contextual_text
+
+EMBED_BATCH_CHUNKS = 1024  # large batches let sentence-transformers sort by length and pad less
+# An interrupted ingest loses at most about this much embedding work.
+COMMIT_EVERY_S = float(os.environ.get("LANTERN_MEMORY_COMMIT_SECONDS", "20"))
+
+Progress = Callable[[int, int], None]  # (files done, files to do)
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    empty: int = 0
+    chunks_added: int = 0
+    skipped_unsupported: int = 0
+    skipped_unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.added} added",
+            f"{self.updated} updated",
+            f"{self.removed} removed",
+            f"{self.unchanged} unchanged",
+            f"{self.chunks_added} chunks embedded",
+        ]
+        if self.empty:
+            parts.append(f"{self.empty} empty")
+        if self.skipped_unsupported:
+            parts.append(f"{self.skipped_unsupported} skipped (unsupported type)")
+        if self.skipped_unreadable:
+            parts.append(f"{len(self.skipped_unreadable)} skipped (unreadable)")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: str
+    root: str
+    relative: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _Pending:
+    found: _Found
+    sha256: str
+    chunks: list[tuple[tuple[str, ...], str]]
+    existed: bool
+
+
+def is_virtual_root(root: str) -> bool:
+    """Roots like 'lantern:conversations' hold notes Lantern made; there is no folder to scan."""
+    return root.startswith("lantern:")
+
+
+def resolve_root(path: Path) -> str:
+    resolved = path.expanduser().resolve()
+    if not resolved.exists():
+        raise MemoryStoreError(f"{path} does not exist")
+    return str(resolved)
+
+
+def _scan(roots: list[str], forgotten: list[str], report: SyncReport) -> dict[str, _Found]:
+    found: dict[str, _Found] = {}
+
+    def visit(path: Path, root: str, relative: str) -> None:
+        text_path = str(path)
+        if any(text_path == f or text_path.startswith(f + os.sep) for f in forgotten):
+            return
+        if not is_supported(path):
+            report.skipped_unsupported += 1
+            return
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            report.skipped_unreadable.append((text_path, exc.strerror or str(exc)))
+            return
+        found[text_path] = _Found(text_path, root, relative, stat.st_size, stat.st_mtime_ns)
+
+    for root in roots:
+        root_path = Path(root)
+        if root_path.is_file():
+            visit(root_path, root, root_path.name)
+            continue
+        for directory, subdirs, names in os.walk(root_path, onerror=None):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                path = Path(directory) / name
+                if is_supported(path) and path.is_symlink() and not path.exists():
+                    report.skipped_unreadable.append((str(path), "broken symbolic link"))
+                elif path.is_file():
+                    visit(path, root, str(path.relative_to(root_path)))
+    return found
+
+
+class Ingester:
+    def __init__(self, store: MemoryStore, embedder: Embedder, progress: Progress | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.progress = progress or (lambda done, total: None)
+
+    def add(self, paths: list[Path]) -> SyncReport:
+        """Add roots (files or folders) and index them; roots are committed before any embedding."""
+        roots = [resolve_root(p) for p in paths]
+        self.store.bind_embedder(self.embedder.name, self.embedder.dimension)
+        for root in roots:
+            self.store.add_root(root)
+        self.store.commit()
+        return self.sync()
+
+    def sync(self) -> SyncReport:
+        store, report = self.store, SyncReport()
+        if store.roots:
+            store.bind_embedder(self.embedder.name, self.embedder.dimension)
+        found = _scan([r for r in store.roots if not is_virtual_root(r)], store.forgotten, report)
+        gone = [p for p, entry in store.files.items() if p not in found and not is_virtual_root(entry.root)]
+        for path in gone:
+            store.remove_file(path)
+            report.removed += 1
+        to_check = [f for f in found.values() if _stat_changed(store.files.get(f.path), f)]
+        report.unchanged += len(found) - len(to_check)
+        pending: list[_Pending] = []
+        last_commit = time.monotonic()
+        self.progress(0, len(to_check))
+        for done, item in enumerate(to_check, start=1):
+            ready = self._prepare(item, report)
+            if ready is not None:
+                pending.append(ready)
+            if sum(len(p.chunks) for p in pending) >= EMBED_BATCH_CHUNKS:
+                self._embed_and_store(pending, report)
+                pending = []
+                if time.monotonic() - last_commit > COMMIT_EVERY_S:
+                    store.commit()
+                    last_commit = time.monotonic()
+            self.progress(done, len(to_check))
+        self._embed_and_store(pending, report)
+        store.commit()
+        return report
+
+    def add_text(self, key: str, root: str, relative: str, text: str) -> int:
+        """Store a note that has no file of its own (a saved conversation); returns its chunk count."""
+        if not is_virtual_root(root):
+            raise ValueError("text notes need a virtual root")
+        self.store.bind_embedder(self.embedder.name, self.embedder.dimension)
+        self.store.add_root(root)
+        data = text.encode("utf-8")
+        found = _Found(key, root, relative, len(data), 0)
+        chunks = [(c.headings, c.text) for c in chunk_sections(load_sections(Path(relative), data))]
+        pending = _Pending(found, hashlib.sha256(data).hexdigest(), chunks, key in self.store.files)
+        self._embed_and_store([pending], SyncReport())
+        self.store.commit()
+        return len(chunks)
+
+    def _prepare(self, found: _Found, report: SyncReport) -> _Pending | None:
+        try:
+            data = Path(found.path).read_bytes()
+        except OSError as exc:
+            report.skipped_unreadable.append((found.path, exc.strerror or str(exc)))
+            return None
+        sha256 = hashlib.sha256(data).hexdigest()
+        known = self.store.files.get(found.path)
+        if known is not None and known.sha256 == sha256 and known.root == found.root:
+            self.store.touch_file(found.path, found.size, found.mtime_ns)
+            report.unchanged += 1
+            return None
+        try:
+            sections = load_sections(Path(found.path), data) if data else []
+        except UnreadableFile as exc:
+            report.skipped_unreadable.append((found.path, str(exc)))
+            return None
+        chunks = [(c.headings, c.text) for c in chunk_sections(sections)]
+        if not chunks:
+            report.empty += 1
+        return _Pending(found, sha256, chunks, existed=known is not None)
+
+    def _embed_and_store(self, pending: list[_Pending], report: SyncReport) -> None:
+        texts = [contextual_text(p.found.relative, h, t) for p in pending for h, t in p.chunks]
+        vectors = self.embedder.embed(texts)
+        start = 0
+        for item in pending:
+            f = item.found
+            entry = FileEntry(f.root, f.relative, item.sha256, f.size, f.mtime_ns)
+            count = len(item.chunks)
+            self.store.put_file(f.path, entry, item.chunks, vectors[start : start + count])
+            start += count
+            report.chunks_added += count
+            if item.existed:
+                report.updated += 1
+            else:
+                report.added += 1
+
+
+def _stat_changed(entry: FileEntry | None, found: _Found) -> bool:
+    return (
+        entry is None
+        or entry.size != found.size
+        or entry.mtime_ns != found.mtime_ns
+        or (entry.root != found.root)
+    )

@@ -1,0 +1,348 @@
+"""The memory store: chunk texts, vectors and the BM25 index under one consistency record.
+
+On disk (``<data home>/memory``)::
+
+    keyring.json          only when encrypted: scrypt parameters and a key check, no secrets
+    manifest.lmem         the consistency record: generation, roots, files, chunk ids, index choice
+    chunks-<gen>.lmem     chunk texts and headings of that generation
+    index-<gen>.lmem      FAISS index, BM25 matrix and row order of that generation
+
+A commit writes the generation's data files first, then atomically replaces the manifest that
+names them, then deletes older generations. Killed at any point, the store opens as the last
+committed generation. Writers hold ``write.lock`` for a whole operation, one at a time; commits
+and loads also take ``commit.lock`` so a reader never sees a generation half deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.crypto import Cipher, Keyring
+from rag.dense import DenseIndex
+from rag.errors import MemoryStoreError, TamperedFileError
+from rag.lexical import BM25Index
+from rag.sealed_file import read_sealed, write_sealed
+
+FORMAT = "lantern-memory-1"
+SecretSource = Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: int
+    path: str  # absolute path of the note file
+    headings: tuple[str, ...]
+    text: str
+
+
+@dataclass
+class FileEntry:
+    root: str
+    relative: str  # shown to the user as the source
+    sha256: str
+    size: int
+    mtime_ns: int
+    chunk_ids: list[int] = field(default_factory=list)
+
+
+def contextual_text(relative: str, headings: tuple[str, ...], text: str) -> str:
+    """What gets embedded and BM25-indexed: the chunk under its file and heading path."""
+    stem = Path(relative).stem.replace("-", " ").replace("_", " ")
+    return " › ".join((stem, *headings)) + "\n" + text
+
+
+@contextlib.contextmanager
+def _flock(path: Path, exclusive: bool) -> Iterator[None]:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+class MemoryStore:
+    def __init__(self, directory: Path, cipher: Cipher | None):
+        self.directory = directory
+        self.cipher = cipher
+        self.generation = 0
+        self.embedder_name = ""
+        self.dimension = 0
+        self.roots: list[str] = []
+        self.forgotten: list[str] = []
+        self.files: dict[str, FileEntry] = {}
+        self.next_chunk_id = 0
+        self.index_description: dict = {"kind": "exact"}
+        self._loaded = False
+        self._chunks: dict[int, Chunk] = {}
+        self._dense: DenseIndex | None = None
+        self._lexical = BM25Index()
+        self._lexical_rows = np.zeros(0, dtype=np.int64)
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return (directory / "manifest.lmem").exists()
+
+    @staticmethod
+    def is_encrypted(directory: Path) -> bool:
+        return (directory / "keyring.json").exists()
+
+    @classmethod
+    def open(cls, directory: Path, secret: SecretSource | None = None) -> MemoryStore:
+        """Open the store in ``directory``; an empty plain store if there is none yet."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cipher = None
+        keyring_path = directory / "keyring.json"
+        if keyring_path.exists():
+            keyring = Keyring.from_bytes(keyring_path.read_bytes(), str(keyring_path))
+            if secret is None:
+                raise MemoryStoreError(
+                    "the memory is encrypted; set LANTERN_PASSPHRASE (or LANTERN_KEY_FILE) "
+                    "or run in a terminal to be asked"
+                )
+            cipher = keyring.unlock(secret())
+        store = cls(directory, cipher)
+        if cls.exists(directory):
+            with _flock(directory / "commit.lock", exclusive=False):
+                store._read_manifest()
+        return store
+
+    @classmethod
+    def create_encrypted(cls, directory: Path, secret: bytes) -> MemoryStore:
+        """Start an encrypted store, or encrypt the plain one already there."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if cls.is_encrypted(directory):
+            raise MemoryStoreError(f"the memory in {directory} is already encrypted")
+        with _flock(directory / "write.lock", exclusive=True):
+            store = cls.open(directory)
+            store._ensure_loaded()
+            keyring, cipher = Keyring.create(secret)
+            store.cipher = cipher
+            # The keyring goes first: a crash before the manifest leaves an encrypted-looking store
+            # whose manifest is still plain, which open() refuses loudly rather than misreading.
+            from app.atomic import atomic_write_bytes
+
+            atomic_write_bytes(directory / "keyring.json", keyring.to_bytes())
+            store.commit()
+        return store
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[MemoryStore]:
+        """Hold the writer lock for one whole operation (add, sync, forget) on a fresh view."""
+        with _flock(self.directory / "write.lock", exclusive=True):
+            # Another writer may have committed since this view was read: start from the newest.
+            self._loaded = False
+            self._ensure_loaded()
+            yield self
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name
+
+    def _read_manifest(self) -> None:
+        raw = read_sealed(self._path("manifest.lmem"), self.cipher)
+        try:
+            manifest = json.loads(raw)
+            if manifest.get("format") != FORMAT:
+                raise MemoryStoreError(f"{self._path('manifest.lmem')} has an unknown format")
+            self.generation = int(manifest["generation"])
+            self.embedder_name = manifest["embedder"]["name"]
+            self.dimension = int(manifest["embedder"]["dimension"])
+            self.roots = list(manifest["roots"])
+            self.forgotten = list(manifest.get("forgotten", []))
+            self.files = {path: FileEntry(**entry) for path, entry in manifest["files"].items()}
+            self.next_chunk_id = int(manifest["next_chunk_id"])
+            self.index_description = dict(manifest["index"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TamperedFileError(
+                f"{self._path('manifest.lmem')} is not a valid manifest ({exc})"
+            ) from None
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        if not self.exists(self.directory):
+            self._loaded = True
+            return
+        with _flock(self.directory / "commit.lock", exclusive=False):
+            # Metadata and data files are read under one lock so they are of the same commit.
+            # Loading happens before any change (every mutator loads first), so nothing is lost.
+            self._read_manifest()
+            if self.generation == 0:
+                self._loaded = True
+                return
+            chunks_raw = read_sealed(self._path(f"chunks-{self.generation}.lmem"), self.cipher)
+            index_raw = read_sealed(self._path(f"index-{self.generation}.lmem"), self.cipher)
+        index_name = self._path(f"index-{self.generation}.lmem")
+        try:
+            chunks = {
+                cid: Chunk(cid, path, tuple(headings), text)
+                for cid, path, headings, text in json.loads(chunks_raw)["chunks"]
+            }
+            with np.load(io.BytesIO(index_raw), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            dense = DenseIndex.from_arrays(arrays, self.dimension, self.index_description["kind"])
+            lexical = BM25Index.from_arrays(arrays)
+            rows = arrays["lexical_rows"]
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise TamperedFileError(f"{index_name} or its chunks file is not valid ({exc})") from None
+        live = {cid for entry in self.files.values() for cid in entry.chunk_ids}
+        if set(chunks) != live or len(rows) != len(live) or len(dense) != len(live):
+            raise TamperedFileError(
+                f"the memory in {self.directory} is inconsistent (generation {self.generation}); "
+                "move it aside and re-add your notes"
+            )
+        self._chunks, self._dense, self._lexical, self._lexical_rows = chunks, dense, lexical, rows
+        self._loaded = True
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(len(entry.chunk_ids) for entry in self.files.values())
+
+    def chunk(self, chunk_id: int) -> Chunk:
+        self._ensure_loaded()
+        return self._chunks[chunk_id]
+
+    @property
+    def dense(self) -> DenseIndex:
+        self._ensure_loaded()
+        if self._dense is None:
+            self._dense = DenseIndex(self.dimension or 1)
+        return self._dense
+
+    @property
+    def lexical(self) -> BM25Index:
+        self._ensure_loaded()
+        return self._lexical
+
+    @property
+    def lexical_rows(self) -> np.ndarray:
+        self._ensure_loaded()
+        return self._lexical_rows
+
+    def data_files(self) -> list[Path]:
+        names = ["manifest.lmem"]
+        if self.generation:
+            names += [f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem"]
+        if self.cipher is not None:
+            names.append("keyring.json")
+        return [self._path(n) for n in names if self._path(n).exists()]
+
+    # --- changing ------------------------------------------------------------------------------
+
+    def bind_embedder(self, name: str, dimension: int) -> None:
+        """Record the embedder on first use; refuse to mix vectors from another one."""
+        self._ensure_loaded()
+        if not self.embedder_name and not self.files:
+            self.embedder_name, self.dimension = name, dimension
+            self._dense = DenseIndex(dimension)
+            return
+        if (name, dimension) != (self.embedder_name, self.dimension):
+            raise MemoryStoreError(
+                f"the memory was built with the embedder {self.embedder_name} ({self.dimension} dims), "
+                f"not {name} ({dimension} dims); switch back, or start a new memory to re-embed"
+            )
+
+    def add_root(self, root: str) -> None:
+        self._ensure_loaded()
+        if not any(_is_within(root, existing) for existing in self.roots):
+            # A folder that contains earlier roots takes their place: each file has one root.
+            self.roots = [r for r in self.roots if not _is_within(r, root)] + [root]
+        self.forgotten = [p for p in self.forgotten if not _is_within(p, root) and not _is_within(root, p)]
+
+    def put_file(
+        self, path: str, entry: FileEntry, chunks: list[tuple[tuple[str, ...], str]], vectors: np.ndarray
+    ) -> None:
+        """Replace whatever the store had for ``path`` with these chunks and their vectors."""
+        self._ensure_loaded()
+        self.remove_file(path)
+        ids = np.arange(self.next_chunk_id, self.next_chunk_id + len(chunks), dtype=np.int64)
+        self.next_chunk_id += len(chunks)
+        entry.chunk_ids = [int(i) for i in ids]
+        for cid, (headings, text) in zip(entry.chunk_ids, chunks, strict=True):
+            self._chunks[cid] = Chunk(cid, path, headings, text)
+        self.dense.add(ids, vectors)
+        self._lexical.add([contextual_text(entry.relative, h, t) for h, t in chunks])
+        self._lexical_rows = np.concatenate([self._lexical_rows, ids])
+        self.files[path] = entry
+
+    def remove_file(self, path: str) -> None:
+        self._ensure_loaded()
+        entry = self.files.pop(path, None)
+        if entry is None or not entry.chunk_ids:
+            return
+        for cid in entry.chunk_ids:
+            self._chunks.pop(cid, None)
+        self.dense.remove(entry.chunk_ids)
+        keep = ~np.isin(self._lexical_rows, entry.chunk_ids)
+        self._lexical.keep_rows(keep)
+        self._lexical_rows = self._lexical_rows[keep]
+
+    def forget(self, target: str) -> list[str]:
+        """Remove every file at or under ``target``; sync will not bring them back."""
+        self._ensure_loaded()
+        removed = [p for p in self.files if _is_within(p, target)]
+        for path in removed:
+            self.remove_file(path)
+        self.roots = [r for r in self.roots if not _is_within(r, target)]
+        if any(_is_within(target, r) for r in self.roots) and target not in self.forgotten:
+            self.forgotten.append(target)
+        return removed
+
+    def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
+        self._ensure_loaded()
+        entry = self.files[path]
+        entry.size, entry.mtime_ns = size, mtime_ns
+
+    def commit(self) -> None:
+        """Write a new generation and make it the current one, atomically."""
+        self._ensure_loaded()
+        generation = self.generation + 1
+        chunks_json = json.dumps(
+            {"chunks": [[c.id, c.path, list(c.headings), c.text] for c in self._chunks.values()]},
+            ensure_ascii=False,
+        ).encode("utf-8")
+        arrays = {**self.dense.to_arrays(), **self._lexical.to_arrays(), "lexical_rows": self._lexical_rows}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.index_description = self.dense.description
+        manifest = {
+            "format": FORMAT,
+            "generation": generation,
+            "encrypted": self.cipher is not None,
+            "embedder": {"name": self.embedder_name, "dimension": self.dimension},
+            "index": self.index_description,
+            "roots": self.roots,
+            "forgotten": self.forgotten,
+            "files": {path: asdict(entry) for path, entry in self.files.items()},
+            "next_chunk_id": self.next_chunk_id,
+        }
+        write_sealed(self._path(f"chunks-{generation}.lmem"), chunks_json, self.cipher)
+        write_sealed(self._path(f"index-{generation}.lmem"), buffer.getvalue(), self.cipher)
+        with _flock(self.directory / "commit.lock", exclusive=True):
+            write_sealed(self._path("manifest.lmem"), json.dumps(manifest).encode("utf-8"), self.cipher)
+            self.generation = generation
+            self._remove_other_generations()
+
+    def _remove_other_generations(self) -> None:
+        keep = {f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem"}
+        for path in self.directory.iterdir():
+            stale_data = path.name.startswith(("chunks-", "index-")) and path.name not in keep
+            if stale_data or path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

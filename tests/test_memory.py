@@ -1,0 +1,192 @@
+"""Memory over a user's notes, with the real MiniLM embedder and real FAISS: add, search with
+citations, sync after edits, forget, and the files memory must skip without crashing."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from app.config import MemoryConfig
+from app.memory import Memory
+from rag.dense import DenseIndex
+from rag.embedder import SentenceTransformerEmbedder
+from rag.store import MemoryStore
+from tests.memory_fixtures import FACTS, SUPPORTED_NOTES, UNREADABLE, UNSUPPORTED, make_notes
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    return SentenceTransformerEmbedder()
+
+
+def _no_secret() -> bytes:
+    raise AssertionError("a plain memory never asks for a key")
+
+
+@pytest.fixture
+def notes(tmp_path):
+    return make_notes(tmp_path / "notes")
+
+
+@pytest.fixture
+def memory(tmp_path, embedder):
+    return Memory(tmp_path / "home" / "memory", MemoryConfig(), _no_secret, embedder)
+
+
+def _sources(hits):
+    return [hit.source for hit in hits]
+
+
+def test_adding_a_folder_indexes_every_format_and_counts_what_it_skipped(memory, notes):
+    report = memory.add([notes])
+
+    assert report.added == SUPPORTED_NOTES + 1  # the empty note is recorded too, with no chunks
+    assert report.empty == 1
+    assert report.skipped_unsupported == UNSUPPORTED
+    skipped = {path.rsplit("/", 1)[-1]: reason for path, reason in report.skipped_unreadable}
+    assert set(skipped) == {"broken.pdf", "binary.txt", "dangling.md"} and len(skipped) == UNREADABLE
+    assert "PDF" in skipped["broken.pdf"] and "binary" in skipped["binary.txt"]
+
+    for name, fact in FACTS.items():
+        top = memory.search(fact, k=1)[0]
+        assert top.source.endswith(name), (name, _sources(memory.search(fact, k=3)))
+        assert fact.split()[1] in top.text
+
+
+def test_hits_cite_the_file_relative_to_its_root_and_the_heading_path(memory, notes):
+    memory.add([notes])
+    hit = memory.search("what is the lighthouse made of", k=1)[0]
+    assert hit.source == "travel/trip.md"
+    assert hit.heading == "Brittany › Lighthouses"
+    org = memory.search("how much sun do the tomatoes need", k=1)[0]
+    assert (org.source, org.heading) == ("home/garden.org", "Garden › Balcony › Tomatoes")
+    html = memory.search("what flour feeds the sourdough starter", k=1)[0]
+    assert (html.source, html.heading) == ("home/recipes.html", "Baking › Bread")
+    assert "secret" not in html.text  # script contents are not notes
+    pdf = memory.search("who services the boiler", k=1)[0]
+    assert (pdf.source, pdf.heading) == ("home/scan.pdf", "page 1")
+
+
+def test_sync_reembeds_only_the_edited_note(memory, notes):
+    memory.add([notes])
+    trip = notes / "travel" / "trip.md"
+    trip.write_text("# Brittany\n\n## Lighthouses\n\nThe lighthouse keeper now paints it sea green.\n")
+
+    report = memory.sync()
+
+    assert (report.updated, report.added, report.removed) == (1, 0, 0)
+    assert report.chunks_added == 1
+    assert report.unchanged == SUPPORTED_NOTES  # the other notes (and the empty one) were not re-embedded
+    texts = [hit.text for hit in memory.search("lighthouse granite", k=10)]
+    assert not any("pink granite" in t for t in texts)
+    assert memory.search("what colour does the keeper paint the lighthouse", k=1)[0].text.endswith(
+        "sea green."
+    )
+
+
+def test_sync_drops_a_deleted_note_and_follows_a_renamed_one(memory, notes):
+    memory.add([notes])
+    before = memory.store.chunk_count
+    (notes / "home" / "tools.txt").unlink()
+    (notes / "home" / "garden.org").rename(notes / "home" / "balcony-garden.org")
+
+    report = memory.sync()
+
+    assert report.removed == 2 and report.added == 1
+    everything = memory.search("tomatoes grinder eye shield sun", k=50)
+    assert "home/tools.txt" not in _sources(everything)
+    assert "home/garden.org" not in _sources(everything)
+    assert memory.search("how much sun do the tomatoes need", k=1)[0].source == "home/balcony-garden.org"
+    assert memory.store.chunk_count == before - 1  # tools.txt had one chunk; the garden kept its two
+
+
+def test_an_unchanged_touch_is_not_reembedded(memory, notes):
+    memory.add([notes])
+    trip = notes / "travel" / "trip.md"
+    trip.write_bytes(trip.read_bytes())  # new mtime, same content
+    report = memory.sync()
+    assert report.chunks_added == 0 and report.updated == 0
+
+
+def test_forget_removes_every_chunk_and_vector_of_a_file_and_sync_keeps_it_out(memory, notes):
+    memory.add([notes])
+    count_before = memory.store.chunk_count
+    trip_chunks = len(memory.store.files[str(notes / "travel" / "trip.md")].chunk_ids)
+
+    assert memory.forget(notes / "travel" / "trip.md") == 1
+
+    store = MemoryStore.open(memory.directory)  # as a new process would see it
+    assert store.chunk_count == count_before - trip_chunks
+    assert len(store.dense) == store.chunk_count and len(store.lexical) == store.chunk_count
+    assert "travel/trip.md" not in _sources(memory.search("lighthouse pink granite Brittany", k=50))
+    memory.sync()
+    assert "travel/trip.md" not in _sources(memory.search("lighthouse pink granite Brittany", k=50))
+    memory.add([notes / "travel" / "trip.md"])  # adding it again brings it back
+    assert memory.search("lighthouse pink granite", k=1)[0].source == "travel/trip.md"
+
+
+def test_forgetting_something_never_added_is_a_clear_error(memory, notes, tmp_path):
+    memory.add([notes])
+    with pytest.raises(Exception, match="nothing from .* is in memory"):
+        memory.forget(tmp_path / "elsewhere")
+
+
+def test_memory_survives_a_restart(memory, notes, tmp_path, embedder):
+    memory.add([notes])
+    reopened = Memory(memory.directory, MemoryConfig(), _no_secret, embedder)
+    assert reopened.search(FACTS["garden.org"], k=1)[0].source == "home/garden.org"
+
+
+def test_a_large_memory_switches_to_hnsw_and_records_it(memory, notes, monkeypatch):
+    """Above the exact-search limit the index becomes HNSW; the limit is lowered to keep this fast."""
+    monkeypatch.setattr("rag.dense.EXACT_LIMIT", 4)
+    memory.add([notes])
+    store = MemoryStore.open(memory.directory)
+    assert store.index_description["kind"] == "hnsw"
+    assert memory.search(FACTS["tools.txt"], k=1)[0].source == "home/tools.txt"
+    memory.forget(notes / "home" / "tools.txt")  # HNSW cannot delete: the vector is masked
+    assert "home/tools.txt" not in _sources(memory.search(FACTS["tools.txt"], k=20))
+    assert isinstance(store.dense, DenseIndex)
+
+
+def test_saving_a_conversation_into_memory(memory, tmp_path):
+    from app.conversations import ConversationStore
+
+    conversations = ConversationStore(tmp_path / "conversations.sqlite3")
+    chat = conversations.create("m", "", "Where did I park the blue van?")
+    conversations.add_exchange(
+        chat.id, "Where did I park the blue van?", "Behind the old mill on Quay Street."
+    )
+    chunks = memory.remember_chat(conversations.get(chat.id))
+    assert chunks >= 1
+    hit = memory.search("where is the van parked", k=1)[0]
+    assert hit.source == f"conversations/{chat.id}.md"
+    assert "old mill" in hit.text
+    memory.sync()  # a saved conversation has no file to scan, and sync must not drop it
+    assert memory.search("where is the van parked", k=1)[0].source == f"conversations/{chat.id}.md"
+
+
+def test_a_second_writer_waits_instead_of_corrupting(memory, notes):
+    import threading
+
+    memory.add([notes])
+    (notes / "extra.md").write_text("# Extra\n\nThe spare key hangs behind the fuse box.\n")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(memory.sync())) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert sorted(r.added for r in results) == [0, 1]
+    assert memory.search("where is the spare key", k=1)[0].source == "extra.md"
+
+
+def test_copying_the_memory_elsewhere_still_opens(memory, notes, tmp_path, embedder):
+    memory.add([notes])
+    copy = tmp_path / "copy"
+    shutil.copytree(memory.directory, copy)
+    moved = Memory(copy, MemoryConfig(), _no_secret, embedder)
+    assert moved.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"

@@ -1,0 +1,118 @@
+"""An encrypted memory: unreadable without the passphrase, and loud about any change to its files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.config import MemoryConfig
+from app.memory import Memory
+from rag.errors import TamperedFileError, WrongKeyError
+from tests.memory_fixtures import FACTS, make_notes
+
+PASSPHRASE = b"correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from rag.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="module")
+def encrypted(tmp_path_factory, embedder):
+    """A data home whose memory was encrypted first, then filled with notes."""
+    base = tmp_path_factory.mktemp("encrypted")
+    notes = make_notes(base / "notes")
+    memory = Memory(base / "home" / "memory", MemoryConfig(), lambda: PASSPHRASE, embedder)
+    memory.init_encrypted(PASSPHRASE)
+    memory.add([notes])
+    memory.sync()
+    return base / "home" / "memory", notes
+
+
+def _open(directory: Path, embedder, secret: bytes = PASSPHRASE) -> Memory:
+    return Memory(directory, MemoryConfig(), lambda: secret, embedder)
+
+
+def test_the_right_passphrase_opens_it_and_search_cites_notes(encrypted, embedder):
+    directory, _ = encrypted
+    memory = _open(directory, embedder)
+    assert memory.store.cipher is not None
+    assert memory.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+
+
+def test_nothing_of_the_notes_is_left_in_plaintext_on_disk(encrypted):
+    directory, _ = encrypted
+    needles = [fact.encode() for fact in FACTS.values()]
+    needles += [b"pink granite", b"Lighthouses", b"travel/trip.md", b"garden.org", b"sourdough"]
+    files = [p for p in directory.parent.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("index-") for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{needle!r} is readable in {path}"
+
+
+def test_a_wrong_passphrase_is_a_clear_error(encrypted, embedder):
+    directory, _ = encrypted
+    with pytest.raises(WrongKeyError, match="wrong passphrase"):
+        _open(directory, embedder, b"not the passphrase").search("lighthouse")
+
+
+@pytest.mark.parametrize("name", ["keyring.json", "manifest.lmem", "chunks-*.lmem", "index-*.lmem"])
+@pytest.mark.parametrize("where", [0.5, -1])
+def test_a_flipped_byte_in_any_file_is_named_and_nothing_is_loaded(
+    encrypted, embedder, tmp_path, name, where
+):
+    directory, _ = encrypted
+    copy = tmp_path / "memory"
+    shutil.copytree(directory, copy)
+    target = next(copy.glob(name))
+    data = bytearray(target.read_bytes())
+    position = int(len(data) * where) if where > 0 else len(data) - 1
+    data[position] ^= 0x01
+    target.write_bytes(bytes(data))
+
+    memory = _open(copy, embedder)
+    with pytest.raises(TamperedFileError) as failure:
+        memory.search("lighthouse")
+    assert target.name in str(failure.value)
+    assert memory._store is None or not memory._store._chunks  # no partial load
+
+
+def test_a_file_swapped_for_another_is_refused(encrypted, embedder, tmp_path):
+    directory, _ = encrypted
+    copy = tmp_path / "memory"
+    shutil.copytree(directory, copy)
+    chunks = next(copy.glob("chunks-*.lmem"))
+    index = next(copy.glob("index-*.lmem"))
+    chunks.write_bytes(index.read_bytes())  # valid ciphertext under the right key, wrong file
+    with pytest.raises(TamperedFileError, match=chunks.name):
+        _open(copy, embedder).search("lighthouse")
+
+
+def test_a_key_file_works_instead_of_a_passphrase(tmp_path, embedder):
+    key_file = tmp_path / "memory.key"
+    key_file.write_bytes(bytes(range(64)))
+    notes = make_notes(tmp_path / "notes")
+    memory = Memory(tmp_path / "memory", MemoryConfig(), key_file.read_bytes, embedder)
+    memory.init_encrypted(key_file.read_bytes())
+    memory.add([notes / "travel"])
+    assert _open(tmp_path / "memory", embedder, key_file.read_bytes()).search("lighthouse", k=1)
+    with pytest.raises(WrongKeyError):
+        _open(tmp_path / "memory", embedder, b"a guess").search("lighthouse")
+
+
+def test_encrypting_an_existing_plain_memory_rewrites_it_sealed(tmp_path, embedder):
+    notes = make_notes(tmp_path / "notes")
+    directory = tmp_path / "memory"
+    plain = Memory(directory, MemoryConfig(), lambda: b"", embedder)
+    plain.add([notes])
+    plain.init_encrypted(PASSPHRASE)
+    for path in directory.iterdir():
+        assert b"pink granite" not in path.read_bytes(), path
+    assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
