@@ -88,7 +88,10 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from tui.app import run_tui
 
-        run_tui(_assistant(ctx))
+        assistant = _assistant(ctx)
+        if assistant.config.memory.enabled:
+            assistant.memory.has_notes()  # an encrypted memory asks for its passphrase before the TUI starts
+        run_tui(assistant)
 
 
 @cli.command()

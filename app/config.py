@@ -34,6 +34,7 @@ class MemoryConfig:
     enabled: bool = True  # retrieve from memory in ask/chat when it holds notes
     top_k: int = 4  # passages put in the prompt at most
     context_tokens: int = 1024  # prompt tokens the passages may take at most
+    min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
 
@@ -73,6 +74,7 @@ max_tokens = 512
 enabled = true          # answer from your notes ('lantern memory add PATH'); --no-memory skips it
 top_k = 4               # passages given to the model at most
 context_tokens = 1024   # prompt tokens those passages may use at most
+min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
 '''
@@ -113,6 +115,7 @@ def _validate(config: Config) -> Config:
         (gen.max_tokens >= 1, "generation.max_tokens must be positive"),
         (memory.top_k >= 1, "memory.top_k must be positive"),
         (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
+        (-1.0 <= memory.min_similarity <= 1.0, "memory.min_similarity must be between -1 and 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -139,6 +139,8 @@ class Memory:
             return None
         budget, used, chosen, blocks = self.config.context_tokens, 0, [], []
         for hit in hits:
+            if hit.similarity is not None and hit.similarity < self.config.min_similarity:
+                continue  # the best of the notes can still be unrelated to the question
             block = f"[{len(chosen) + 1}] {cite(hit)}\n{hit.text}"
             cost = count_tokens(block)
             if used + cost > budget:
@@ -149,9 +151,7 @@ class Memory:
         if not chosen:
             return None
         prompt = (
-            "Notes from my memory that may help:\n\n" + "\n\n".join(blocks) + "\n\n"
-            "Answer the question below. Use the notes when they are relevant and cite them as [n].\n\n"
-            f"Question: {question}"
+            "Passages from my notes:\n\n" + "\n\n".join(blocks) + f"\n\nUsing these notes, answer: {question}"
         )
         return MemoryContext(chosen, prompt)
 

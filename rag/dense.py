@@ -85,6 +85,12 @@ class DenseIndex:
         pairs = pairs[:k]
         return np.asarray([i for i, _ in pairs], np.int64), np.asarray([s for _, s in pairs], np.float32)
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of these chunk ids (flat storage, so exact for HNSW too)."""
+        if len(ids) == 0:
+            return np.zeros((0, self.dimension), np.float32)
+        return np.stack([self.index.reconstruct(int(i)) for i in ids])
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "dense_index": faiss.serialize_index(self.index),

@@ -1,16 +1,17 @@
-"""Hybrid retrieval: BM25 and dense candidates, fused by reciprocal rank, then a final blended order."""
+"""Hybrid retrieval: candidates from BM25 and dense search, then one blended order of both scores."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from rag.embedder import Embedder
 from rag.store import MemoryStore
 
 Mode = Literal["hybrid", "dense", "lexical"]
 CANDIDATES = 50
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -19,16 +20,18 @@ class RetrievalHit:
     root: str
     heading: str  # heading path, " › "-joined
     text: str
-    score: float
+    score: float  # the final ranking score of the mode used
     chunk_id: int
+    similarity: float | None = None  # cosine between query and passage, when the mode computed it
 
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """How the final order blends the two searches (tuned on the dev half of bench questions)."""
+    """The final order: ``dense`` * cosine + (1 - ``dense``) * BM25, each min-max scaled over the
+    candidates (relative score fusion). 0.75 is the common default for this fusion and was also
+    the best on the dev half of bench/data/memory_questions.jsonl; see bench/RESULTS.md."""
 
-    dense: float = 1.0
-    lexical: float = 1.0
+    dense: float = 0.75
 
 
 class Retriever:
@@ -41,36 +44,30 @@ class Retriever:
         if k <= 0 or self.store.chunk_count == 0 or not query.strip():
             return []
         if mode == "lexical":
-            ranked = self._lexical(query, k)
-        elif mode == "dense":
-            ranked = self._dense(query, k)
-        else:
-            ranked = self._fused(query, k)
-        return [self._hit(cid, score) for cid, score in ranked]
-
-    def _lexical(self, query: str, k: int) -> list[tuple[int, float]]:
-        rows, scores = self.store.lexical.search(query, k)
-        ids = self.store.lexical_rows[rows]
-        return [(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
-
-    def _dense(self, query: str, k: int) -> list[tuple[int, float]]:
+            rows, scores = self.store.lexical.search(query, k)
+            ids = self.store.lexical_rows[rows]
+            return [self._hit(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
         vector = self.embedder.embed([query])[0]
-        ids, scores = self.store.dense.search(vector, k)
-        return [(int(c), float(s)) for c, s in zip(ids, scores, strict=True)]
+        if mode == "dense":
+            ids, scores = self.store.dense.search(vector, k)
+            return [self._hit(int(c), float(s), float(s)) for c, s in zip(ids, scores, strict=True)]
+        return self._fused(query, vector, k)
 
-    def _fused(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Reciprocal-rank fusion of both candidate lists, weighted per method."""
-        fused: dict[int, float] = {}
-        for weight, ranked in (
-            (self.weights.lexical, self._lexical(query, CANDIDATES)),
-            (self.weights.dense, self._dense(query, CANDIDATES)),
-        ):
-            for rank, (cid, _) in enumerate(ranked):
-                fused[cid] = fused.get(cid, 0.0) + weight / (RRF_K + rank + 1)
-        order = sorted(fused.items(), key=lambda item: -item[1])[:k]
-        return order
+    def _fused(self, query: str, vector: np.ndarray, k: int) -> list[RetrievalHit]:
+        """Candidates from both searches, re-scored on both signals and blended."""
+        dense_ids, _ = self.store.dense.search(vector, CANDIDATES)
+        lexical_scores = self.store.lexical.scores(query)
+        rows = self.store.lexical_rows
+        top_rows = _top(lexical_scores, CANDIDATES)
+        candidates = np.union1d(dense_ids, rows[top_rows]).astype(np.int64)
+        cosine = self.store.dense.vectors(candidates) @ vector
+        # Chunk ids only grow and removals keep order, so the row of an id is a binary search away.
+        bm25 = lexical_scores[np.searchsorted(rows, candidates)]
+        blended = self.weights.dense * _min_max(cosine) + (1 - self.weights.dense) * _min_max(bm25)
+        order = np.argsort(-blended, kind="stable")[:k]
+        return [self._hit(int(candidates[i]), float(blended[i]), float(cosine[i])) for i in order]
 
-    def _hit(self, chunk_id: int, score: float) -> RetrievalHit:
+    def _hit(self, chunk_id: int, score: float, similarity: float | None = None) -> RetrievalHit:
         chunk = self.store.chunk(chunk_id)
         entry = self.store.files[chunk.path]
         return RetrievalHit(
@@ -78,6 +75,19 @@ class Retriever:
             root=entry.root,
             heading=" › ".join(chunk.headings),
             text=chunk.text,
-            score=round(float(score), 6),
+            score=round(score, 6),
             chunk_id=chunk_id,
+            similarity=None if similarity is None else round(similarity, 6),
         )
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > k:
+        positive = positive[np.argpartition(-scores[positive], k)[:k]]
+    return positive
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
