@@ -114,7 +114,7 @@ def synthetic_store(directory: Path, corpus_memory: Memory, chunks: int, dimensi
     store = MemoryStore.open(directory)
     store.bind_embedder("all-MiniLM-L6-v2", dimension)
     store.add_root("/synthetic")
-    per_file = 100
+    per_file = 1000
     for f in range(chunks // per_file):
         vectors = rng.standard_normal((per_file, dimension)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

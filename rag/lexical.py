@@ -36,11 +36,12 @@ class BM25Index:
     def __init__(self, k1: float = 1.2, b: float = 0.75):
         self.k1, self.b = k1, b
         self.vocabulary: dict[str, int] = {}
-        self.term_counts = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._term_counts = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._pending: list[sp.csr_matrix] = []
         self._weights: sp.csc_matrix | None = None
 
     def __len__(self) -> int:
-        return self.term_counts.shape[0]
+        return self._term_counts.shape[0] + sum(p.shape[0] for p in self._pending)
 
     def add(self, texts: list[str]) -> None:
         data, indices, indptr = [], [], [0]
@@ -57,10 +58,24 @@ class BM25Index:
             (np.asarray(data, np.float32), np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
             shape=(len(texts), width),
         )
-        old = self.term_counts
-        old.resize((old.shape[0], width))
-        self.term_counts = sp.vstack([old, new_rows], format="csr")
+        self._pending.append(new_rows)
         self._weights = None
+
+    @property
+    def term_counts(self) -> sp.csr_matrix:
+        """Documents x terms counts. Adds are stacked lazily: one copy per batch, not per file."""
+        if self._pending:
+            width = len(self.vocabulary)
+            parts = [self._term_counts, *self._pending]
+            for part in parts:
+                part.resize((part.shape[0], width))
+            self._term_counts = sp.vstack(parts, format="csr")
+            self._pending = []
+        return self._term_counts
+
+    @term_counts.setter
+    def term_counts(self, value: sp.csr_matrix) -> None:
+        self._term_counts, self._pending = value, []
 
     def keep_rows(self, keep: np.ndarray) -> None:
         """Drop every row whose entry in the boolean ``keep`` is False."""

@@ -87,6 +87,7 @@ class MemoryStore:
         self._dense: DenseIndex | None = None
         self._lexical = BM25Index()
         self._lexical_rows = np.zeros(0, dtype=np.int64)
+        self._pending_rows: list[np.ndarray] = []
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class MemoryStore:
                 "move it aside and re-add your notes"
             )
         self._chunks, self._dense, self._lexical, self._lexical_rows = chunks, dense, lexical, rows
+        self._pending_rows = []
         self._loaded = True
 
     # --- reading -------------------------------------------------------------------------------
@@ -229,7 +231,11 @@ class MemoryStore:
 
     @property
     def lexical_rows(self) -> np.ndarray:
+        """The chunk id of each BM25 row, ascending (ids only grow; removals keep the order)."""
         self._ensure_loaded()
+        if self._pending_rows:
+            self._lexical_rows = np.concatenate([self._lexical_rows, *self._pending_rows])
+            self._pending_rows = []
         return self._lexical_rows
 
     def data_files(self) -> list[Path]:
@@ -275,7 +281,7 @@ class MemoryStore:
             self._chunks[cid] = Chunk(cid, path, headings, text)
         self.dense.add(ids, vectors)
         self._lexical.add([contextual_text(entry.relative, h, t) for h, t in chunks])
-        self._lexical_rows = np.concatenate([self._lexical_rows, ids])
+        self._pending_rows.append(ids)
         self.files[path] = entry
 
     def remove_file(self, path: str) -> None:
@@ -286,7 +292,7 @@ class MemoryStore:
         for cid in entry.chunk_ids:
             self._chunks.pop(cid, None)
         self.dense.remove(entry.chunk_ids)
-        keep = ~np.isin(self._lexical_rows, entry.chunk_ids)
+        keep = ~np.isin(self.lexical_rows, entry.chunk_ids)
         self._lexical.keep_rows(keep)
         self._lexical_rows = self._lexical_rows[keep]
 
@@ -314,7 +320,7 @@ class MemoryStore:
             {"chunks": [[c.id, c.path, list(c.headings), c.text] for c in self._chunks.values()]},
             ensure_ascii=False,
         ).encode("utf-8")
-        arrays = {**self.dense.to_arrays(), **self._lexical.to_arrays(), "lexical_rows": self._lexical_rows}
+        arrays = {**self.dense.to_arrays(), **self._lexical.to_arrays(), "lexical_rows": self.lexical_rows}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         self.index_description = self.dense.description

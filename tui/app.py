@@ -10,6 +10,7 @@ from textual.widgets import Footer, Header, Input, Static
 from app.assistant import Assistant
 from app.conversations import Conversation
 from app.errors import LanternError
+from app.formatting import format_citations
 
 
 class LanternApp(App):
@@ -67,6 +68,9 @@ class LanternApp(App):
                 shown += piece
                 self.call_from_thread(widget.update, shown)
                 self.call_from_thread(self.query_one("#log").scroll_end, animate=False)
+            if turn.citations:
+                shown += "\n\n" + format_citations(turn.citations)
+                self.call_from_thread(widget.update, shown)
             if turn.conversation is not None:
                 self.conversation = self.assistant.conversations.get(turn.conversation.id)
         except LanternError as exc:
