@@ -17,7 +17,7 @@ from rag.ingest import SyncReport
 
 
 class _ProgressBar:
-    """A progress bar on stderr while files are embedded; silent when stderr is not a terminal."""
+    """A progress bar on stderr while passages are embedded; silent when stderr is not a terminal."""
 
     def __init__(self) -> None:
         self._bar = None
@@ -28,7 +28,7 @@ class _ProgressBar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="file", desc="Embedding", file=sys.stderr, leave=False)
+            self._bar = tqdm(total=total, unit="passage", desc="Embedding", file=sys.stderr, leave=False)
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:

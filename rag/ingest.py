@@ -10,17 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rag.chunking import chunk_sections
 from rag.documents import UnreadableFile, is_supported, load_sections
 from rag.embedder import Embedder
 from rag.errors import MemoryStoreError
 from rag.store import FileEntry, MemoryStore, contextual_text
 
-EMBED_BATCH_CHUNKS = 1024  # large batches let sentence-transformers sort by length and pad less
+EMBED_BATCH_CHUNKS = 1024  # passages sorted by length together, so batches pad little
+PROGRESS_SLICE = 128  # passages embedded between two progress updates
 # An interrupted ingest loses at most about this much embedding work.
 COMMIT_EVERY_S = float(os.environ.get("LANTERN_MEMORY_COMMIT_SECONDS", "20"))
 
-Progress = Callable[[int, int], None]  # (files done, files to do)
+Progress = Callable[[int, int], None]  # (passages embedded, passages to embed)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Ingester:
         self.store = store
         self.embedder = embedder
         self.progress = progress or (lambda done, total: None)
+        self._done = self._total = 0
 
     def add(self, paths: list[Path]) -> SyncReport:
         """Add roots (files or folders) and index them; roots are committed before any embedding."""
@@ -141,20 +145,21 @@ class Ingester:
             report.removed += 1
         to_check = [f for f in found.values() if _stat_changed(store.files.get(f.path), f)]
         report.unchanged += len(found) - len(to_check)
+        # Reading and chunking is quick next to embedding; doing it first gives an honest total.
+        prepared = [ready for item in to_check if (ready := self._prepare(item, report)) is not None]
+        self._total = sum(len(p.chunks) for p in prepared)
+        self._done = 0
+        self.progress(0, self._total)
         pending: list[_Pending] = []
         last_commit = time.monotonic()
-        self.progress(0, len(to_check))
-        for done, item in enumerate(to_check, start=1):
-            ready = self._prepare(item, report)
-            if ready is not None:
-                pending.append(ready)
+        for ready in prepared:
+            pending.append(ready)
             if sum(len(p.chunks) for p in pending) >= EMBED_BATCH_CHUNKS:
                 self._embed_and_store(pending, report)
                 pending = []
                 if time.monotonic() - last_commit > COMMIT_EVERY_S:
                     store.commit()
                     last_commit = time.monotonic()
-            self.progress(done, len(to_check))
         self._embed_and_store(pending, report)
         store.commit()
         return report
@@ -195,9 +200,17 @@ class Ingester:
             report.empty += 1
         return _Pending(found, sha256, chunks, existed=known is not None)
 
+    def _embed_with_progress(self, texts: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.embedder.dimension), dtype=np.float32)
+        for indices in _length_sorted_slices(texts, PROGRESS_SLICE):
+            vectors[indices] = self.embedder.embed([texts[i] for i in indices])
+            self._done += len(indices)
+            self.progress(self._done, self._total)
+        return vectors
+
     def _embed_and_store(self, pending: list[_Pending], report: SyncReport) -> None:
         texts = [contextual_text(p.found.relative, h, t) for p in pending for h, t in p.chunks]
-        vectors = self.embedder.embed(texts)
+        vectors = self._embed_with_progress(texts)
         start = 0
         for item in pending:
             f = item.found
@@ -210,6 +223,12 @@ class Ingester:
                 report.updated += 1
             else:
                 report.added += 1
+
+
+def _length_sorted_slices(texts: list[str], size: int) -> list[np.ndarray]:
+    """Indices of ``texts``, longest first, in slices: each slice pads little, as in one big call."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def _stat_changed(entry: FileEntry | None, found: _Found) -> bool:

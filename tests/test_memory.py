@@ -190,3 +190,11 @@ def test_copying_the_memory_elsewhere_still_opens(memory, notes, tmp_path, embed
     shutil.copytree(memory.directory, copy)
     moved = Memory(copy, MemoryConfig(), _no_secret, embedder)
     assert moved.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+
+
+def test_progress_counts_up_to_every_passage_embedded(memory, notes):
+    seen = []
+    memory.add([notes], progress=lambda done, total: seen.append((done, total)))
+    total = memory.store.chunk_count
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
