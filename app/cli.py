@@ -88,9 +88,13 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from tui.app import run_tui
 
-        assistant = _assistant(ctx)
-        if assistant.config.memory.enabled:
-            assistant.memory.has_notes()  # an encrypted memory asks for its passphrase before the TUI starts
+        try:
+            assistant = _assistant(ctx)
+            if assistant.config.memory.enabled:
+                assistant.memory.has_notes()  # an encrypted memory asks for its passphrase before the TUI
+        except LanternError as exc:
+            run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
+            raise SystemExit(1) from None
         run_tui(assistant)
 
 

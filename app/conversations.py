@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
@@ -33,6 +34,20 @@ MIGRATIONS = [
     );
     CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
     """,
+    # Feedback on answers, kept as preference data for the twin's later preference tuning.
+    """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        prompt TEXT NOT NULL,
+        chosen TEXT,
+        rejected TEXT,
+        rating INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX feedback_by_message ON feedback (message_id);
+    """,
 ]
 
 
@@ -40,6 +55,21 @@ MIGRATIONS = [
 class StoredMessage:
     role: str
     content: str
+    created_at: str
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One judgement of an answer: ``prompt`` is the chat (JSON) that led to it. A thumbs-up has
+    only ``chosen``, a thumbs-down only ``rejected``, an edit both (the edit is chosen)."""
+
+    conversation_id: str
+    message_id: int
+    prompt: list[dict]
+    chosen: str | None
+    rejected: str | None
+    rating: int
     created_at: str
 
 
@@ -73,10 +103,17 @@ class ConversationStore:
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise LanternError(
+                f"the conversation store {self.path} is damaged ({exc}); move it aside "
+                f"(mv {self.path} {self.path}.broken) and Lantern starts a new one"
+            ) from None
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -136,9 +173,9 @@ class ConversationStore:
         if row is None:
             raise LanternError(f"no conversation {conversation_id!r}; list them with 'lantern conversations'")
         messages = [
-            StoredMessage(r["role"], r["content"], r["created_at"])
+            StoredMessage(r["role"], r["content"], r["created_at"], r["id"])
             for r in self.db.execute(
-                "SELECT role, content, created_at FROM messages WHERE conversation_id = ? ORDER BY id",
+                "SELECT id, role, content, created_at FROM messages WHERE conversation_id = ? ORDER BY id",
                 (conversation_id,),
             )
         ]
@@ -162,3 +199,72 @@ class ConversationStore:
     def delete(self, conversation_id: str) -> None:
         if self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount == 0:
             raise LanternError(f"no conversation {conversation_id!r}")
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        title = " ".join(title.split())
+        if not title:
+            raise LanternError("a conversation title cannot be empty")
+        if (
+            self.db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title[:200], conversation_id)
+            ).rowcount
+            == 0
+        ):
+            raise LanternError(f"no conversation {conversation_id!r}")
+
+    def search(self, text: str, limit: int = 50) -> list[tuple[Conversation, int]]:
+        """Conversations whose title or any message contains ``text`` (case-insensitive)."""
+        if not text.strip():
+            return self.list(limit)
+        pattern = "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.execute(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n"
+            " FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
+            " WHERE m.conversation_id = c.id AND m.content LIKE ?1 ESCAPE '\\')"
+            " ORDER BY updated_at DESC, rowid DESC LIMIT ?2",
+            (pattern, limit),
+        ).fetchall()
+        return [(Conversation(**{k: r[k] for k in r.keys() if k != "n"}), r["n"]) for r in rows]
+
+    def add_feedback(
+        self, conversation_id: str, message_id: int, rating: int, edited: str | None = None
+    ) -> PreferencePair:
+        """Record a thumbs up (+1) or down (-1) on an answer; an ``edited`` answer is preferred
+        over the original, which makes a full preference pair."""
+        if rating not in (-1, 1):
+            raise LanternError("feedback is +1 or -1")
+        conversation = self.get(conversation_id)
+        ids = [m.id for m in conversation.messages]
+        if message_id not in ids or conversation.messages[ids.index(message_id)].role != "assistant":
+            raise LanternError("feedback goes on an answer of this conversation")
+        position = ids.index(message_id)
+        prompt = [
+            {"role": m.role, "content": m.content}
+            for m in conversation.chat_messages()[: position + (1 if conversation.system_prompt else 0)]
+        ]
+        answer = conversation.messages[position].content
+        if edited is not None:
+            chosen, rejected, rating = edited, answer, -1
+        else:
+            chosen, rejected = (answer, None) if rating > 0 else (None, answer)
+        now = _now()
+        self.db.execute(
+            "INSERT INTO feedback (conversation_id, message_id, prompt, chosen, rejected, rating, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, message_id, json.dumps(prompt), chosen, rejected, rating, now),
+        )
+        return PreferencePair(conversation_id, message_id, prompt, chosen, rejected, rating, now)
+
+    def preference_pairs(self) -> list[PreferencePair]:
+        return [
+            PreferencePair(
+                r["conversation_id"],
+                r["message_id"],
+                json.loads(r["prompt"]),
+                r["chosen"],
+                r["rejected"],
+                r["rating"],
+                r["created_at"],
+            )
+            for r in self.db.execute("SELECT * FROM feedback ORDER BY id")
+        ]

@@ -121,10 +121,19 @@ class ChatStream:
         self.plan = plan
         self.result: ChatResult | None = None
         self._pieces: Generator[str, None, None] | None = None
+        self._cancelled = threading.Event()
 
     def __iter__(self) -> Iterator[str]:
         assert self._pieces is not None
         return self._pieces
+
+    def cancel(self) -> None:
+        """Ask the generation to stop after the current token; safe from any thread."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
 
     def close(self) -> None:
         """Stop generating (a reader went away); the engine stays usable."""
@@ -249,6 +258,9 @@ class Engine:
             )
             try:
                 for token in generator:
+                    if stream.cancelled:
+                        finish_reason = "cancelled"
+                        break
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
                     if llama_cpp.llama_vocab_is_eog(vocab, token):

@@ -1,44 +1,294 @@
-"""`lantern` with no arguments opens the terminal app, which chats with the default model."""
+"""The terminal app, driven with Textual's Pilot on the real model: a person's session with it."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import replace
 
-from textual.widgets import Input, Static
+from textual import events
+from textual.widgets import Input, OptionList, ProgressBar, Static
 
 from app.assistant import Assistant
+from tests.memory_fixtures import make_notes
 from tui.app import LanternApp
+from tui.screens.chat import ChatScreen
+from tui.screens.problem import ProblemScreen
+from tui.screens.source_view import SourceViewScreen
+from tui.widgets.message import AnswerMessage, UserMessage
+from tui.widgets.prompt import PromptArea
+from tui.widgets.sources import SourcesPanel
+from tui.widgets.status_bar import StatusBar
 
 
-async def _wait_until(pilot, condition, timeout: float = 60.0) -> None:
-    for _ in range(int(timeout / 0.1)):
+def _assistant(max_tokens: int = 24) -> Assistant:
+    assistant = Assistant()
+    greedy = replace(assistant.config.generation, temperature=0.0, max_tokens=max_tokens)
+    assistant.config = replace(assistant.config, generation=greedy)
+    return assistant
+
+
+async def _until(pilot, condition, timeout: float = 120.0) -> None:
+    for _ in range(int(timeout / 0.05)):
         if condition():
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         await pilot.pause()
     raise AssertionError("the app never reached the expected state")
 
 
-def test_typing_a_question_streams_an_answer_and_saves_it(home):
-    assistant = Assistant()
-    greedy = replace(assistant.config.generation, temperature=0.0, max_tokens=24)
-    assistant.config = replace(assistant.config, generation=greedy)
+def _chat(app: LanternApp) -> ChatScreen:
+    assert isinstance(app.screen, ChatScreen), app.screen
+    return app.screen
 
-    async def scenario() -> str:
+
+async def _ask(pilot, text: str) -> AnswerMessage:
+    chat = _chat(pilot.app)
+    await _until(pilot, chat.model_ready.is_set)
+    before = len(chat.query(AnswerMessage))
+    prompt = chat.query_one(PromptArea)
+    prompt.focus()
+    prompt.insert(text)
+    await pilot.press("enter")
+    await _until(pilot, lambda: len(chat.query(AnswerMessage)) > before and not chat.answering)
+    return list(chat.query(AnswerMessage))[-1]
+
+
+def _run(assistant: Assistant, scenario, size=(100, 30)):
+    async def main():
         app = LanternApp(assistant)
-        async with app.run_test() as pilot:
-            await pilot.press(*"What is the capital of France? Answer in one word.")
-            await pilot.press("enter")
-            answers = lambda: [str(w.content) for w in app.query(".answer").results(Static)]  # noqa: E731
-            await _wait_until(
-                pilot,
-                lambda: any("Paris" in a for a in answers()) and not app.query_one("#prompt", Input).disabled,
-            )
-            return answers()[-1]
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            return await scenario(pilot)
 
-    answer = asyncio.run(scenario())
-    assert "Paris" in answer
-    saved = assistant.conversations.latest()
-    assert saved is not None and saved.messages[-1].content == answer
-    assistant.close()
+    try:
+        return asyncio.run(main())
+    finally:
+        assistant.close()
+
+
+def test_a_question_streams_an_answer_that_the_cli_can_continue(home):
+    assistant = _assistant()
+
+    async def scenario(pilot):
+        answer = await _ask(pilot, "What is the capital of France? Answer in one word.")
+        status = pilot.app.screen.query_one(StatusBar)
+        return answer.text, answer.first_piece_at, status.tokens_per_s, status.context_used
+
+    text, first_piece_at, tokens_per_s, context_used = _run(assistant, scenario)
+    assert "Paris" in text and first_piece_at is not None
+    assert tokens_per_s > 0 and context_used > 0
+    saved = Assistant().conversations.latest()  # as `lantern ask -c` would find it
+    assert saved.messages[-1].content == text
+
+
+def test_escape_stops_an_answer_mid_way_and_keeps_what_was_written(home):
+    assistant = _assistant(max_tokens=400)
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        await _until(pilot, chat.model_ready.is_set)
+        chat.query_one(PromptArea).insert("Write a very long story about a dragon and a lighthouse.")
+        await pilot.press("enter")
+        await _until(pilot, lambda: any(len(a.text) > 20 for a in chat.query(AnswerMessage)))
+        await pilot.press("escape")
+        await _until(pilot, lambda: not chat.answering)
+        answer = list(chat.query(AnswerMessage))[-1]
+        footer = str(answer.query_one(".answer-footer", Static).content)
+        return answer.text, footer
+
+    text, footer = _run(assistant, scenario)
+    assert footer.startswith("[stopped]")
+    tokens = int(footer.split()[1])
+    assert 0 < tokens < 400
+    assert Assistant().conversations.latest().messages[-1].content == text
+
+
+def test_switching_conversation_shows_it_and_continues_it(home):
+    assistant = _assistant(max_tokens=8)
+    store = assistant.conversations
+    old = store.create(assistant.config.default_model, "", "Remember the word marmalade")
+    store.add_exchange(old.id, "Remember the word marmalade", "I will remember marmalade.")
+    newer = store.create(assistant.config.default_model, "", "Something else")
+    store.add_exchange(newer.id, "Something else", "Sure.")
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        options = chat.query_one("#conversation-options", OptionList)
+        assert [str(options.get_option_at_index(i).prompt) for i in range(2)] == [
+            "Something else",
+            "Remember the word marmalade",
+        ]
+        options.focus()
+        options.highlighted = 1
+        await pilot.press("enter")
+        await _until(pilot, lambda: chat.conversation is not None and chat.conversation.id == old.id)
+        shown = [str(m.content) for m in chat.query(UserMessage)] + [
+            a.text for a in chat.query(AnswerMessage)
+        ]
+        await _ask(pilot, "Which word?")
+        return shown
+
+    shown = _run(assistant, scenario)
+    assert shown == ["Remember the word marmalade", "I will remember marmalade."]
+    continued = Assistant().conversations.get(old.id)
+    assert [m.content for m in continued.messages][2] == "Which word?"
+
+
+def test_rename_search_and_delete_with_confirmation(home):
+    assistant = _assistant()
+    store = assistant.conversations
+    first = store.create(assistant.config.default_model, "", "Plans for the garden")
+    store.add_exchange(first.id, "Plans for the garden", "Plant tomatoes.")
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        options = chat.query_one("#conversation-options", OptionList)
+        options.focus()
+        options.highlighted = 0
+        await pilot.press("enter")
+        await _until(pilot, lambda: chat.conversation is not None)
+        await pilot.press("f2")
+        rename = pilot.app.screen.query_one("#title", Input)
+        rename.value = "Balcony garden"
+        await pilot.press("enter")
+        await _until(pilot, lambda: str(options.get_option_at_index(0).prompt) == "Balcony garden")
+        chat.query_one("#conversation-search", Input).value = "zzz-no-match"
+        await _until(pilot, lambda: options.get_option_at_index(0).disabled)
+        chat.query_one("#conversation-search", Input).value = "tomatoes"  # found by message text
+        await _until(pilot, lambda: not options.get_option_at_index(0).disabled)
+        await pilot.press("f8")
+        await pilot.press("escape")  # cancel keeps it
+        assert len(store.list()) == 1
+        await pilot.press("f8")
+        await pilot.click("#yes")
+        await _until(pilot, lambda: chat.conversation is None)
+
+    _run(assistant, scenario)
+    assert Assistant().conversations.list() == []
+
+
+def test_memory_toggle_and_the_sources_of_an_answer(home, tmp_path):
+    assistant = _assistant(max_tokens=16)
+    assistant.memory.add([make_notes(tmp_path / "notes")])
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        sources = chat.query_one(SourcesPanel)
+        await _ask(pilot, "Who services the boiler?")
+        cited = [str(sources.get_option_at_index(i).prompt) for i in range(sources.option_count)]
+        shown_with_memory = sources.display
+        sources.focus()
+        sources.highlighted = 0
+        await pilot.press("enter")
+        opened = isinstance(pilot.app.screen, SourceViewScreen)
+        viewer_text = pilot.app.screen.query_one("#source-title", Static).content if opened else ""
+        await pilot.press("escape")
+        await pilot.press("f5")
+        memory_off = not chat.query_one(StatusBar).memory_on
+        await _ask(pilot, "Who services the boiler?")
+        return cited, shown_with_memory, opened, str(viewer_text), memory_off, sources.display
+
+    cited, shown_with_memory, opened, viewer_text, memory_off, shown_without = _run(assistant, scenario)
+    assert shown_with_memory and cited[0] == "[1] home/scan.pdf › page 1"
+    assert opened and "scan.pdf" in viewer_text
+    assert memory_off and not shown_without
+
+
+def test_adding_a_folder_runs_in_a_worker_and_the_progress_completes(home, tmp_path):
+    assistant = _assistant()
+    notes = make_notes(tmp_path / "notes")
+
+    async def scenario(pilot):
+        await pilot.press("f3")
+        screen = pilot.app.screen
+        screen.query_one("#memory-path", Input).value = str(notes)
+        await pilot.press("enter")
+        report = screen.query_one("#memory-report", Static)
+        await _until(pilot, lambda: str(report.content).startswith(("Done", "error")))
+        bar = screen.query_one("#memory-progress", ProgressBar)
+        return (
+            str(report.content),
+            bar.progress,
+            bar.total,
+            str(screen.query_one("#memory-roots", Static).content),
+        )
+
+    report, progress, total, roots = _run(assistant, scenario)
+    assert report.startswith("Done: 6 added") and "3 skipped (unreadable)" in report
+    assert progress == total and total > 0
+    assert str(notes) in roots
+
+
+def test_ratings_and_an_edited_answer_become_preference_pairs(home):
+    assistant = _assistant(max_tokens=8)
+
+    async def scenario(pilot):
+        answer = await _ask(pilot, "Name a colour.")
+        await pilot.press("f6")
+        await pilot.press("f9")
+        editor = pilot.app.screen.query_one("#edited")
+        editor.text = "Blue."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        return answer.text
+
+    original = _run(assistant, scenario)
+    pairs = Assistant().conversations.preference_pairs()
+    assert [(p.rating, p.chosen, p.rejected) for p in pairs] == [(1, original, None), (-1, "Blue.", original)]
+    assert pairs[0].prompt[-1] == {"role": "user", "content": "Name a colour."}
+
+
+def test_empty_and_huge_messages_get_a_clear_answer_and_no_crash(home):
+    assistant = _assistant()
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        await _until(pilot, chat.model_ready.is_set)
+        await pilot.press("enter")  # nothing typed
+        nothing_sent = not list(chat.query(UserMessage))
+        prompt = chat.query_one(PromptArea)
+        prompt.post_message(events.Paste("lighthouse " * 10_000))  # a 110,000-character paste
+        await _until(pilot, lambda: len(prompt.text) > 100_000)
+        await pilot.press("enter")
+        await _until(pilot, lambda: bool(list(chat.query(AnswerMessage))))
+        await _until(pilot, lambda: not chat.answering)
+        answer = list(chat.query(AnswerMessage))[-1]
+        footer = str(answer.query_one(".answer-footer", Static).content)
+        second = await _ask(pilot, "Say hello.")  # still usable afterwards
+        return nothing_sent, footer, second.text
+
+    nothing_sent, footer, after = _run(assistant, scenario)
+    assert nothing_sent
+    assert footer.startswith("error: the prompt is") and "context window is 4096 tokens" in footer
+    assert after
+
+
+def test_a_missing_model_file_is_explained_in_the_chat(home, bundled_model, tmp_path):
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(bundled_model, copy)
+    assistant = _assistant()
+    assistant.models.add(copy, "spare")
+    (assistant.home.models_dir / "spare.gguf").unlink()
+    assistant.config = replace(assistant.config, default_model="spare")
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        await _until(pilot, lambda: chat.query_one(StatusBar).state == "model not loaded")
+        return [str(w.content) for w in chat.query(".error").results(Static)]
+
+    errors = _run(assistant, scenario)
+    assert any("the file of model 'spare' is missing" in e and "F4" in e for e in errors)
+
+
+def test_a_damaged_conversation_store_shows_what_to_do(home):
+    assistant = _assistant()
+    assistant.home.conversations_db.write_bytes(b"this is not a database" * 100)
+
+    async def scenario(pilot):
+        screen = pilot.app.screen
+        assert isinstance(screen, ProblemScreen)
+        return str(screen.query_one("#problem-text", Static).content)
+
+    text = _run(assistant, scenario)
+    assert "is damaged" in text and "mv " in text

@@ -1,89 +1,112 @@
-"""The Lantern terminal app. A first chat screen; the full TUI is built in its own issue."""
+"""The Lantern terminal app: the chat screen, its dialogs, and a command for every action."""
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Input, Static
+from collections.abc import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
 
 from app.assistant import Assistant
-from app.conversations import Conversation
 from app.errors import LanternError
-from app.formatting import format_citations
+from tui.screens.chat import ChatScreen
+from tui.screens.problem import ProblemScreen
+
+RESTART_HINT = "fix what the message says, then start lantern again."
 
 
 class LanternApp(App):
     TITLE = "Lantern"
     SUB_TITLE = "offline assistant"
-    CSS = """
-    #log { height: 1fr; padding: 0 1; }
-    .user { color: $accent; margin-top: 1; }
-    .answer { margin-bottom: 1; }
-    .error { color: $error; }
-    """
-    AUTO_FOCUS = "#prompt"
-    BINDINGS = [("ctrl+q", "quit", "Quit"), ("ctrl+n", "new_chat", "New chat")]
+    CSS_PATH = "lantern.tcss"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit")]
 
-    def __init__(self, assistant: Assistant):
+    def __init__(self, assistant: Assistant | None, startup_problem: str | None = None):
         super().__init__()
         self.assistant = assistant
-        self.conversation: Conversation | None = None
+        self.startup_problem = startup_problem
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield VerticalScroll(
-            Static(
-                f"Chatting offline with {self.assistant.config.default_model}. "
-                "Type a message and press Enter.",
-                id="welcome",
-            ),
-            id="log",
-        )
-        yield Input(placeholder="Ask anything…", id="prompt")
-        yield Footer()
-
-    def action_new_chat(self) -> None:
-        self.conversation = None
-        self.query_one("#log").remove_children()
-
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
-        text = event.value
-        if not text.strip():
+    def on_mount(self) -> None:
+        problem = self.startup_problem
+        if problem is None and self.assistant is not None:
+            try:
+                self.assistant.conversations.list(1)  # opens (and checks) the conversation store
+            except LanternError as exc:
+                problem = str(exc)
+        if problem is not None or self.assistant is None:
+            self.push_screen(ProblemScreen(problem or "no assistant", RESTART_HINT))
             return
-        event.input.value = ""
-        event.input.disabled = True
-        log = self.query_one("#log", VerticalScroll)
-        await log.mount(Static(f"you: {text}", classes="user", markup=False))
-        answer = Static("", classes="answer", markup=False)
-        await log.mount(answer)
-        self.answer(text, answer)
+        self.push_screen(ChatScreen(self.assistant))
 
-    @work(thread=True, exclusive=True)
-    def answer(self, text: str, widget: Static) -> None:
-        shown = ""
-        try:
-            turn = self.assistant.ask(text, conversation=self.conversation)
-            for piece in turn:
-                shown += piece
-                self.call_from_thread(widget.update, shown)
-                self.call_from_thread(self.query_one("#log").scroll_end, animate=False)
-            if turn.citations:
-                shown += "\n\n" + format_citations(turn.citations)
-                self.call_from_thread(widget.update, shown)
-            if turn.conversation is not None:
-                self.conversation = self.assistant.conversations.get(turn.conversation.id)
-        except LanternError as exc:
-            self.call_from_thread(widget.update, f"error: {exc}")
-            self.call_from_thread(widget.add_class, "error")
-        finally:
-            self.call_from_thread(self._enable_prompt)
+    @property
+    def chat(self) -> ChatScreen | None:
+        screens = [s for s in self.screen_stack if isinstance(s, ChatScreen)]
+        return screens[0] if screens else None
 
-    def _enable_prompt(self) -> None:
-        prompt = self.query_one("#prompt", Input)
-        prompt.disabled = False
-        prompt.focus()
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_memory(self) -> None:
+        from tui.screens.memory import MemoryScreen
+
+        if self.assistant is not None:
+            self.push_screen(MemoryScreen(self.assistant))
+
+    def action_models(self) -> None:
+        from tui.screens.models import ModelPickerScreen
+
+        chat = self.chat
+        if self.assistant is None or chat is None:
+            return
+
+        def picked(name: str | None) -> None:
+            if name:
+                chat.switch_model(name)
+
+        self.push_screen(ModelPickerScreen(self.assistant, chat.model), picked)
+
+    def _chat_action(self, action: str):
+        def run() -> None:
+            if self.chat is not None:
+                self.chat.run_action(action)
+
+        return run
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if self.chat is None:
+            return
+        yield SystemCommand("New conversation", "Start a fresh chat (Ctrl+N)", self._chat_action("new_chat"))
+        yield SystemCommand(
+            "Stop answer", "Stop the answer being written (Escape)", self._chat_action("stop")
+        )
+        yield SystemCommand("Rename conversation", "Give this chat a title (F2)", self._chat_action("rename"))
+        yield SystemCommand(
+            "Delete conversation", "Delete this chat, after asking (F8)", self._chat_action("delete")
+        )
+        yield SystemCommand(
+            "Search conversations", "Filter the chat list (Ctrl+F)", self._chat_action("search")
+        )
+        yield SystemCommand(
+            "Toggle conversation list",
+            "Show or hide the sidebar (Ctrl+B)",
+            self._chat_action("toggle_sidebar"),
+        )
+        yield SystemCommand(
+            "Toggle memory", "Answers use your notes: on/off (F5)", self._chat_action("toggle_memory")
+        )
+        yield SystemCommand("Memory: add folders and sync", "Index notes (F3)", self.action_memory)
+        yield SystemCommand("Pick model", "Switch the model (F4)", self.action_models)
+        yield SystemCommand("Good answer", "Mark the last answer good (F6)", self._chat_action("thumbs_up"))
+        yield SystemCommand("Bad answer", "Mark the last answer bad (F7)", self._chat_action("thumbs_down"))
+        yield SystemCommand(
+            "Edit answer", "Rewrite the last answer for tuning (F9)", self._chat_action("edit_answer")
+        )
+        yield SystemCommand("Keys", "Every key Lantern understands (F1)", self.action_help)
 
 
-def run_tui(assistant: Assistant) -> None:
-    LanternApp(assistant).run()
+def run_tui(assistant: Assistant | None, startup_problem: str | None = None) -> None:
+    LanternApp(assistant, startup_problem).run()

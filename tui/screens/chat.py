@@ -1,0 +1,325 @@
+"""The chat screen: conversations on the left, the chat in the middle, sources and status below."""
+
+from __future__ import annotations
+
+import threading
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from app.assistant import Assistant, Turn
+from app.conversations import Conversation
+from app.errors import LanternError
+from tui.widgets.conversation_list import ConversationList
+from tui.widgets.message import AnswerMessage, UserMessage
+from tui.widgets.prompt import PromptArea
+from tui.widgets.sources import SourcesPanel
+from tui.widgets.status_bar import StatusBar
+
+SHOWN_PROMPT_CHARS = 2000  # a huge paste is sent whole but shown shortened
+SIDEBAR_MIN_WIDTH = 100  # narrower terminals start with the sidebar hidden (Ctrl+B shows it)
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+n", "new_chat", "New"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats"),
+        Binding("f1", "app.help", "Help"),
+        Binding("f2", "rename", "Rename", show=False),
+        Binding("f3", "app.memory", "Memory", show=False),
+        Binding("f4", "app.models", "Models", show=False),
+        Binding("f5", "toggle_memory", "Memory on/off", show=False),
+        # priority: the message box would take F6/F7 for selecting a line/everything
+        Binding("f6", "thumbs_up", "Good answer", show=False, priority=True),
+        Binding("f7", "thumbs_down", "Bad answer", show=False, priority=True),
+        Binding("f8", "delete", "Delete chat", show=False),
+        Binding("f9", "edit_answer", "Edit answer", show=False),
+        Binding("ctrl+f", "search", "Search chats", show=False),
+    ]
+
+    def __init__(self, assistant: Assistant) -> None:
+        super().__init__()
+        self.assistant = assistant
+        self.conversation: Conversation | None = None
+        self.model = assistant.config.default_model
+        self.use_memory = assistant.config.memory.enabled
+        self.answering = False
+        self.model_ready = threading.Event()
+        self._turn: Turn | None = None
+        self._stop_requested = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            yield ConversationList(id="sidebar")
+            with Vertical(id="chat-column"):
+                yield VerticalScroll(self._welcome(), id="log")
+                yield SourcesPanel(id="sources")
+                yield PromptArea(id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def _welcome(self) -> Static:
+        return Static(
+            f"Chatting offline with {self.model}. Enter sends, Shift+Enter or Ctrl+J adds a line, "
+            "Escape stops an answer, F1 lists every key.",
+            id="welcome",
+        )
+
+    def on_mount(self) -> None:
+        self.query_one(SourcesPanel).display = False
+        self.query_one("#sidebar").display = self.app.size.width >= SIDEBAR_MIN_WIDTH
+        status = self.query_one(StatusBar)
+        status.model, status.memory_on = self.model, self.use_memory
+        self.refresh_sidebar()
+        self.query_one(PromptArea).focus()
+        self.load_model(self.model)
+
+    # --- the model ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="model")
+    def load_model(self, name: str) -> None:
+        """Load in the background so the first question does not wait for it."""
+        self.model_ready.clear()
+        self.app.call_from_thread(setattr, self.query_one(StatusBar), "state", "loading model…")
+        try:
+            engine = self.assistant.engine(name)
+        except LanternError as exc:
+            self.app.call_from_thread(self._model_failed, str(exc))
+            return
+        self.app.call_from_thread(self._model_loaded, name, engine.context_length)
+
+    def _model_loaded(self, name: str, context_length: int) -> None:
+        self.model = name
+        status = self.query_one(StatusBar)
+        status.model, status.state, status.context_size = name, "", context_length
+        self.model_ready.set()
+
+    def _model_failed(self, message: str) -> None:
+        self.query_one(StatusBar).state = "model not loaded"
+        self.query_one("#log").mount(
+            Static(f"error: {message}. Press F4 to pick another model.", classes="error", markup=False)
+        )
+
+    def switch_model(self, name: str) -> None:
+        if name != self.model:
+            self.model = name
+            self.query_one(StatusBar).model = name
+            self.action_new_chat()
+            self.notify(f"Switched to {name}. New chats use it.")
+
+    # --- asking ------------------------------------------------------------------------------
+
+    @on(PromptArea.Submitted)
+    async def send(self, event: PromptArea.Submitted) -> None:
+        text = event.text
+        if self.answering:
+            self.notify("An answer is still coming; press Escape to stop it.", severity="warning")
+            return
+        if not text.strip():
+            self.notify("Type a message first.", severity="warning")
+            return
+        self.query_one(PromptArea).clear()
+        log = self.query_one("#log", VerticalScroll)
+        shown = (
+            text
+            if len(text) <= SHOWN_PROMPT_CHARS
+            else (text[:SHOWN_PROMPT_CHARS] + f"… ({len(text):,} characters in all)")
+        )
+        answer = AnswerMessage()
+        await log.mount(UserMessage(shown))
+        await log.mount(answer)
+        log.scroll_end(animate=False)
+        self.answering, self._stop_requested = True, False
+        self.query_one(StatusBar).state = "answering…"
+        self.answer(text, answer)
+
+    @work(thread=True, exclusive=True, group="answer")
+    def answer(self, text: str, widget: AnswerMessage) -> None:
+        turn = None
+        error = None
+        try:
+            self.model_ready.wait()
+            turn = self.assistant.ask(
+                text, conversation=self.conversation, model=self.model, use_memory=self.use_memory
+            )
+            self._turn = turn
+            if self._stop_requested:
+                turn.stream.cancel()
+            log = self.query_one("#log", VerticalScroll)
+            for piece in turn:
+                self.app.call_from_thread(widget.append, piece)
+                self.app.call_from_thread(log.scroll_end, animate=False)
+        except LanternError as exc:
+            error = str(exc)
+        finally:
+            self._turn = None
+            self.app.call_from_thread(self._answer_done, turn, widget, error)
+
+    async def _answer_done(self, turn: Turn | None, widget: AnswerMessage, error: str | None) -> None:
+        status = self.query_one(StatusBar)
+        status.state = ""
+        if error is not None:
+            widget.show_error(error)
+        if turn is not None and turn.result is not None:
+            result = turn.result
+            footer = f"{result.completion_tokens} tokens, {result.decode_tokens_per_s:.1f} tok/s"
+            if result.finish_reason == "cancelled":
+                footer = "[stopped] " + footer
+            if result.dropped_messages:
+                footer += f" · {result.dropped_messages} old messages left out to fit the context"
+            await widget.finish(footer)
+            status.tokens_per_s = result.decode_tokens_per_s
+            status.context_used = result.prompt_tokens + result.completion_tokens
+            if turn.conversation is not None:
+                self.conversation = self.assistant.conversations.get(turn.conversation.id)
+                widget.message_id = self.conversation.messages[-1].id
+            self.refresh_sidebar()
+        self.query_one(SourcesPanel).show(turn.citations if turn is not None else [])
+        self.query_one(PromptArea).focus()
+        self.answering = False  # last: the answer is saved and rateable from here on
+
+    def action_stop(self) -> None:
+        if not self.answering:
+            return
+        self._stop_requested = True
+        if self._turn is not None:
+            self._turn.stream.cancel()
+
+    # --- conversations -----------------------------------------------------------------------
+
+    def refresh_sidebar(self, search: str | None = None) -> None:
+        if search is None:
+            search = self.query_one("#conversation-search", Input).value
+        rows = self.assistant.conversations.search(search)
+        current = self.conversation.id if self.conversation else None
+        self.query_one(ConversationList).show(rows, current)
+
+    @on(Input.Changed, "#conversation-search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.refresh_sidebar(event.value)
+
+    @on(ConversationList.Picked)
+    async def open_conversation(self, event: ConversationList.Picked) -> None:
+        if self.answering:
+            self.notify("Wait for the answer, or press Escape to stop it.", severity="warning")
+            return
+        conversation = self.assistant.conversations.get(event.conversation_id)
+        self.conversation = conversation
+        log = self.query_one("#log", VerticalScroll)
+        await log.remove_children()
+        for message in conversation.messages:
+            if message.role == "user":
+                await log.mount(UserMessage(message.content))
+            else:
+                await log.mount(AnswerMessage(message.content, message_id=message.id))
+        log.scroll_end(animate=False)
+        self.query_one(SourcesPanel).show([])
+        if conversation.model != self.model:
+            self.notify(f"This chat was with {conversation.model}; it continues with it.")
+            self.model = conversation.model
+            self.query_one(StatusBar).model = conversation.model
+            self.load_model(conversation.model)
+        self.query_one(PromptArea).focus()
+
+    async def action_new_chat(self) -> None:
+        if self.answering:
+            self.action_stop()
+        self.conversation = None
+        log = self.query_one("#log", VerticalScroll)
+        await log.remove_children()
+        await log.mount(self._welcome())
+        self.query_one(SourcesPanel).show([])
+        self.refresh_sidebar()
+        self.query_one(PromptArea).focus()
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sidebar")
+        sidebar.display = not sidebar.display
+
+    def action_search(self) -> None:
+        self.query_one("#sidebar").display = True
+        self.query_one("#conversation-search", Input).focus()
+
+    def action_rename(self) -> None:
+        from tui.screens.rename import RenameScreen
+
+        if self.conversation is None:
+            self.notify("Nothing to rename yet: ask something first.", severity="warning")
+            return
+        conversation = self.conversation
+
+        def renamed(title: str | None) -> None:
+            if title:
+                self.assistant.conversations.rename(conversation.id, title)
+                self.conversation = self.assistant.conversations.get(conversation.id)
+                self.refresh_sidebar()
+
+        self.app.push_screen(RenameScreen(conversation.title), renamed)
+
+    def action_delete(self) -> None:
+        from tui.screens.confirm import ConfirmScreen
+
+        if self.conversation is None:
+            self.notify("No saved conversation is open.", severity="warning")
+            return
+        conversation = self.conversation
+
+        async def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.assistant.conversations.delete(conversation.id)
+                self.notify(f"Deleted “{conversation.title}”.")
+                await self.action_new_chat()
+
+        self.app.push_screen(ConfirmScreen(f"Delete “{conversation.title}” and all its messages?"), confirmed)
+
+    # --- memory and feedback -----------------------------------------------------------------
+
+    def action_toggle_memory(self) -> None:
+        self.use_memory = not self.use_memory
+        self.query_one(StatusBar).memory_on = self.use_memory
+        self.notify("Answers now draw on your notes." if self.use_memory else "Memory is off for answers.")
+
+    @on(SourcesPanel.Opened)
+    def open_source(self, event: SourcesPanel.Opened) -> None:
+        from tui.screens.source_view import SourceViewScreen
+
+        self.app.push_screen(SourceViewScreen(event.hit))
+
+    def _last_answer(self) -> AnswerMessage | None:
+        answers = [a for a in self.query(AnswerMessage) if a.message_id is not None]
+        return answers[-1] if answers else None
+
+    def _feedback(self, rating: int, edited: str | None = None) -> None:
+        answer = self._last_answer()
+        if answer is None or self.conversation is None:
+            self.notify("There is no saved answer to rate yet.", severity="warning")
+            return
+        self.assistant.conversations.add_feedback(self.conversation.id, answer.message_id, rating, edited)
+        label = {1: "marked good", -1: "marked bad"}[rating] if edited is None else "edited"
+        answer.set_footer(f"{label}; kept for tuning your twin")
+
+    def action_thumbs_up(self) -> None:
+        self._feedback(1)
+
+    def action_thumbs_down(self) -> None:
+        self._feedback(-1)
+
+    def action_edit_answer(self) -> None:
+        from tui.screens.edit_answer import EditAnswerScreen
+
+        answer = self._last_answer()
+        if answer is None:
+            self.notify("There is no saved answer to edit yet.", severity="warning")
+            return
+
+        def edited(text: str | None) -> None:
+            if text and text.strip() and text != answer.text:
+                self._feedback(-1, edited=text)
+
+        self.app.push_screen(EditAnswerScreen(answer.text), edited)

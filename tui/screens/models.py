@@ -1,0 +1,62 @@
+"""Pick the model; it loads in a worker while a progress bar runs."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from app.assistant import Assistant
+from app.errors import LanternError
+from app.formatting import human_bytes
+
+
+class ModelPickerScreen(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, assistant: Assistant, current: str) -> None:
+        super().__init__()
+        self.assistant = assistant
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Static("Pick a model (Enter loads it). Add more with 'lantern models add PATH'.")
+            yield OptionList(id="model-options")
+            yield ProgressBar(id="model-progress", show_eta=False, show_percentage=False)
+            yield Static("", id="model-state", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#model-progress").display = False
+        options = self.query_one(OptionList)
+        for entry in self.assistant.models.list():
+            size = human_bytes(entry.path.stat().st_size) if entry.path.is_file() else "file missing"
+            quant = entry.summary.quantization if entry.summary else "?"
+            marker = "● " if entry.name == self.current else "  "
+            line = f"{marker}{entry.name:<28} {quant:<8} {size:>10}"
+            options.add_option(Option(Text(line), id=entry.name, disabled=not entry.path.is_file()))
+        options.focus()
+
+    @on(OptionList.OptionSelected)
+    def pick(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#model-progress", ProgressBar).display = True
+        self.query_one("#model-state", Static).update(f"Loading {event.option.id}…")
+        self.load(event.option.id)
+
+    @work(thread=True, exclusive=True, group="model-picker")
+    def load(self, name: str) -> None:
+        try:
+            self.assistant.engine(name)
+        except LanternError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        self.app.call_from_thread(self.dismiss, name)
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#model-progress").display = False
+        self.query_one("#model-state", Static).update(f"error: {message}")
