@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from tests.conftest import LANTERN, run_lantern
+from tests.terminal import session_alive, tmux, wait_for_screen
 
 
 def test_piped_chat_answers_each_line_in_one_saved_conversation(home):
@@ -34,42 +35,24 @@ def test_bad_utf8_on_a_chat_line_is_refused_and_the_chat_goes_on(home):
     assert b"Paris" in result.stdout
 
 
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
-
-
-def _session_alive(session: str) -> bool:
-    return subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
-
-
-def _wait_for(session: str, text: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        screen = _tmux("capture-pane", "-p", "-t", session)
-        if text in screen:
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
-
-
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by 'make test'")
 def test_interactive_chat_in_a_terminal_keeps_input_history(home):
     session = f"lantern-{uuid.uuid4().hex[:8]}"
     command = f"LANTERN_HOME={shlex.quote(str(home))} {LANTERN} chat --temperature 0"
-    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
-        _wait_for(session, "you>")
-        _tmux("send-keys", "-t", session, "What is the capital of France? One word.", "Enter")
-        _wait_for(session, "Paris")
-        _wait_for(session, "you> ")
-        _tmux("send-keys", "-t", session, "Up")  # readline recalls the last question
-        screen = _wait_for(session, "you> What is the capital of France? One word.")
+        wait_for_screen(session, "you>")
+        tmux("send-keys", "-t", session, "What is the capital of France? One word.", "Enter")
+        wait_for_screen(session, "Paris")
+        wait_for_screen(session, "you> ")
+        tmux("send-keys", "-t", session, "Up")  # readline recalls the last question
+        screen = wait_for_screen(session, "you> What is the capital of France? One word.")
         assert screen.count("What is the capital of France? One word.") == 2
-        _tmux("send-keys", "-t", session, "C-u", "/exit", "Enter")
+        tmux("send-keys", "-t", session, "C-u", "/exit", "Enter")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _session_alive(session):
+        while time.monotonic() < deadline and session_alive(session):
             time.sleep(0.2)
-        assert not _session_alive(session), "/exit did not end the chat"
+        assert not session_alive(session), "/exit did not end the chat"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     history = (home / "chat_history").read_text()

@@ -36,6 +36,7 @@ class MemoryScreen(ModalScreen[None]):
             yield Static("", id="memory-report", markup=False)
 
     def on_mount(self) -> None:
+        self.query_one("#memory-progress").display = False  # shown once there is work
         self._show_roots()
         self.query_one("#memory-path", Input).focus()
 
@@ -75,7 +76,9 @@ class MemoryScreen(ModalScreen[None]):
             self.notify("Already working; wait for it to finish.", severity="warning")
             return
         self.busy = True
-        self.query_one("#memory-progress", ProgressBar).update(total=None, progress=0)
+        bar = self.query_one("#memory-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
         self.query_one("#memory-report", Static).update("Reading notes…")
         self.run_memory_job(path)
 

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 from app.assistant import Assistant
 from app.errors import LanternError
 from app.formatting import human_bytes
+from app.model_store import ModelEntry
 
 
 class ModelPickerScreen(ModalScreen[str | None]):
@@ -34,13 +35,33 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one("#model-progress").display = False
         options = self.query_one(OptionList)
-        for entry in self.assistant.models.list():
-            size = human_bytes(entry.path.stat().st_size) if entry.path.is_file() else "file missing"
-            quant = entry.summary.quantization if entry.summary else "?"
-            marker = "● " if entry.name == self.current else "  "
-            line = f"{marker}{entry.name:<28} {quant:<8} {size:>10}"
-            options.add_option(Option(Text(line), id=entry.name, disabled=not entry.path.is_file()))
+        entries = self.assistant.models.list()
+        for entry in entries:
+            quant = entry.summary.quantization if entry.summary else "…"
+            options.add_option(
+                Option(self._line(entry, quant), id=entry.name, disabled=not entry.path.is_file())
+            )
         options.focus()
+        unread = [e for e in entries if e.summary is None and e.path.is_file()]
+        if unread:
+            self.read_quantization([e.name for e in unread])
+
+    def _line(self, entry: ModelEntry, quant: str) -> Text:
+        size = human_bytes(entry.path.stat().st_size) if entry.path.is_file() else "file missing"
+        marker = "● " if entry.name == self.current else "  "
+        return Text(f"{marker}{entry.name:<28} {quant:<8} {size:>10}")
+
+    @work(thread=True, group="model-info")
+    def read_quantization(self, names: list[str]) -> None:
+        """Models never inspected yet are read once (a few seconds each) and the result cached."""
+        for name in names:
+            try:
+                entry, summary = self.assistant.models.info(name)
+                quant = summary.quantization
+            except LanternError:
+                continue
+            options = self.query_one(OptionList)
+            self.app.call_from_thread(options.replace_option_prompt, name, self._line(entry, quant))
 
     @on(OptionList.OptionSelected)
     def pick(self, event: OptionList.OptionSelected) -> None:

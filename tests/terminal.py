@@ -1,0 +1,26 @@
+"""Driving a real terminal with tmux, as a person at a keyboard would."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def session_alive(session: str) -> bool:
+    return subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
+
+
+def wait_for_screen(session: str, text: str, timeout: float = 120) -> str:
+    """The screen once ``text`` is on it; fails with the last screen after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if text in screen:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")

@@ -1,0 +1,38 @@
+"""`lantern` in a real terminal: started under tmux, a question typed, an answer read off the screen."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import LANTERN
+from tests.terminal import session_alive, tmux, wait_for_screen
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by 'make test'")
+@pytest.mark.parametrize("size", [("80", "24"), ("120", "40")])
+def test_the_terminal_app_answers_a_typed_question(home, size):
+    session = f"lantern-tui-{uuid.uuid4().hex[:8]}"
+    (home / "config.toml").parent.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[generation]\ntemperature = 0.0\nmax_tokens = 24\n")
+    command = f"LANTERN_HOME={shlex.quote(str(home))} {LANTERN}"
+    tmux("new-session", "-d", "-s", session, "-x", size[0], "-y", size[1], command)
+    try:
+        wait_for_screen(session, "Chatting offline with smollm2-135m-instruct")
+        wait_for_screen(session, "context 0/")  # the model is loaded
+        tmux("send-keys", "-t", session, "-l", "What is the capital of France? Answer in one word.")
+        tmux("send-keys", "-t", session, "Enter")
+        screen = wait_for_screen(session, "tok/s")
+        assert "Paris" in screen
+        tmux("send-keys", "-t", session, "C-q")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and session_alive(session):
+            time.sleep(0.2)
+        assert not session_alive(session), "Ctrl+Q did not quit"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
