@@ -47,6 +47,7 @@ system-deps:
 
 bench: install
 	$(VENV)/bin/python bench/bench_runtime.py
+	$(VENV)/bin/python bench/bench_tui.py
 	$(VENV)/bin/python bench/bench_memory.py
 
 lint: install
