@@ -292,3 +292,26 @@ def test_a_damaged_conversation_store_shows_what_to_do(home):
 
     text = _run(assistant, scenario)
     assert "is damaged" in text and "mv " in text
+
+
+def test_picking_a_model_loads_it_in_a_worker_and_new_chats_use_it(home, bundled_model, tmp_path):
+    copy = tmp_path / "twin.gguf"
+    shutil.copy(bundled_model, copy)
+    assistant = _assistant(max_tokens=4)
+    assistant.models.add(copy, "twin")
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        await _until(pilot, chat.model_ready.is_set)
+        await pilot.press("f4")
+        options = pilot.app.screen.query_one("#model-options", OptionList)
+        names = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        options.highlighted = names.index("twin")
+        await pilot.press("enter")
+        await _until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen) and chat.model == "twin")
+        await _ask(pilot, "Hello")
+        return names, chat.query_one(StatusBar).model
+
+    names, shown = _run(assistant, scenario)
+    assert names == ["smollm2-135m-instruct", "twin"] and shown == "twin"
+    assert Assistant().conversations.latest().model == "twin"

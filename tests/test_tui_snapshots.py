@@ -48,18 +48,24 @@ def app(home):
     assistant.close()
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
 def test_chat_screen(snap_compare, app, size):
     assert snap_compare(app, terminal_size=size, run_before=_chat_screen_then())
 
 
-def test_help_screen(snap_compare, app):
-    assert snap_compare(app, terminal_size=(80, 24), run_before=_chat_screen_then("f1"))
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_help_screen(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=_chat_screen_then("f1"))
 
 
-def test_memory_screen(snap_compare, app):
-    assert snap_compare(app, terminal_size=(80, 24), run_before=_chat_screen_then("f3"))
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_memory_screen(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=_chat_screen_then("f3"))
 
 
-def test_model_picker(snap_compare, app):
-    assert snap_compare(app, terminal_size=(120, 40), run_before=_chat_screen_then("f4"))
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_model_picker(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=_chat_screen_then("f4"))

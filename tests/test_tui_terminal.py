@@ -36,3 +36,31 @@ def test_the_terminal_app_answers_a_typed_question(home, size):
         assert not session_alive(session), "Ctrl+Q did not quit"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by 'make test'")
+def test_a_damaged_model_registry_opens_a_screen_that_says_what_to_do(home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "models.json").write_text("{ this is not json")
+    session = f"lantern-tui-{uuid.uuid4().hex[:8]}"
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        f"LANTERN_HOME={shlex.quote(str(home))} {LANTERN}",
+    )
+    try:
+        screen = wait_for_screen(session, "Lantern cannot start")
+        assert "models.json" in screen and "What to do" in screen
+        tmux("send-keys", "-t", session, "q")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and session_alive(session):
+            time.sleep(0.2)
+        assert not session_alive(session)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

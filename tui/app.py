@@ -62,9 +62,9 @@ class LanternApp(App):
         if self.assistant is None or chat is None:
             return
 
-        def picked(name: str | None) -> None:
+        async def picked(name: str | None) -> None:
             if name:
-                chat.switch_model(name)
+                await chat.switch_model(name)
 
         self.push_screen(ModelPickerScreen(self.assistant, chat.model), picked)
 

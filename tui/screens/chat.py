@@ -106,11 +106,11 @@ class ChatScreen(Screen):
             Static(f"error: {message}. Press F4 to pick another model.", classes="error", markup=False)
         )
 
-    def switch_model(self, name: str) -> None:
+    async def switch_model(self, name: str) -> None:
         if name != self.model:
             self.model = name
             self.query_one(StatusBar).model = name
-            self.action_new_chat()
+            await self.action_new_chat()
             self.notify(f"Switched to {name}. New chats use it.")
 
     # --- asking ------------------------------------------------------------------------------
