@@ -24,3 +24,11 @@ def wait_for_screen(session: str, text: str, timeout: float = 120) -> str:
             return screen
         time.sleep(0.3)
     raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
+
+
+def wait_until_gone(session: str, timeout: float = 30) -> bool:
+    """True once the program in ``session`` has exited (tmux closes the session with it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and session_alive(session):
+        time.sleep(0.2)
+    return not session_alive(session)

@@ -6,13 +6,12 @@ import json
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
 
 from tests.conftest import LANTERN, run_lantern
-from tests.terminal import session_alive, tmux, wait_for_screen
+from tests.terminal import tmux, wait_for_screen, wait_until_gone
 
 
 def test_piped_chat_answers_each_line_in_one_saved_conversation(home):
@@ -49,10 +48,7 @@ def test_interactive_chat_in_a_terminal_keeps_input_history(home):
         screen = wait_for_screen(session, "you> What is the capital of France? One word.")
         assert screen.count("What is the capital of France? One word.") == 2
         tmux("send-keys", "-t", session, "C-u", "/exit", "Enter")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and session_alive(session):
-            time.sleep(0.2)
-        assert not session_alive(session), "/exit did not end the chat"
+        assert wait_until_gone(session, 30), "/exit did not end the chat"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     history = (home / "chat_history").read_text()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
 
 from tests.conftest import LANTERN
-from tests.terminal import session_alive, tmux, wait_for_screen
+from tests.terminal import tmux, wait_for_screen, wait_until_gone
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by 'make test'")
@@ -30,10 +29,7 @@ def test_the_terminal_app_answers_a_typed_question(home, size):
         screen = wait_for_screen(session, "tok/s")
         assert "Paris" in screen
         tmux("send-keys", "-t", session, "C-q")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and session_alive(session):
-            time.sleep(0.2)
-        assert not session_alive(session), "Ctrl+Q did not quit"
+        assert wait_until_gone(session, 20), "Ctrl+Q did not quit"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
@@ -58,9 +54,6 @@ def test_a_damaged_model_registry_opens_a_screen_that_says_what_to_do(home):
         screen = wait_for_screen(session, "Lantern cannot start")
         assert "models.json" in screen and "What to do" in screen
         tmux("send-keys", "-t", session, "q")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and session_alive(session):
-            time.sleep(0.2)
-        assert not session_alive(session)
+        assert wait_until_gone(session, 20)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
