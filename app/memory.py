@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def secret_from_environment(
     return secret
 
 
+def _remembered(secret: Callable[[], bytes]) -> Callable[[], bytes]:
+    """Ask for the passphrase once per session, not once per store view."""
+    known: list[bytes] = []
+
+    def once() -> bytes:
+        if not known:
+            known.append(secret())
+        return known[0]
+
+    return once
+
+
 @dataclass(frozen=True)
 class MemoryContext:
     """Passages chosen for one prompt, and the prompt text that carries them."""
@@ -62,7 +75,7 @@ class Memory:
     ):
         self.directory = directory
         self.config = config
-        self._secret = secret
+        self._secret = _remembered(secret)
         self._store: MemoryStore | None = None
         self._embedder = embedder  # loaded on first use when not given
 
@@ -71,6 +84,15 @@ class Memory:
         if self._store is None:
             self._store = MemoryStore.open(self.directory, self._secret)
         return self._store
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[MemoryStore]:
+        """A store view of its own for one write, so searches running meanwhile (the TUI) keep a
+        consistent view; they see the result once it is committed."""
+        store = MemoryStore.open(self.directory, self._secret)
+        with store.writing():
+            yield store
+        self._store = store
 
     @property
     def embedder(self) -> Embedder:
@@ -89,16 +111,16 @@ class Memory:
         return self._store
 
     def add(self, paths: list[Path], progress: Progress | None = None) -> SyncReport:
-        with self.store.writing() as store:
+        with self._writer() as store:
             return Ingester(store, self.embedder, progress).add(paths)
 
     def sync(self, progress: Progress | None = None) -> SyncReport:
-        with self.store.writing() as store:
+        with self._writer() as store:
             return Ingester(store, self.embedder, progress).sync()
 
     def forget(self, path: Path) -> int:
         target = str(path.expanduser().resolve())
-        with self.store.writing() as store:
+        with self._writer() as store:
             removed = store.forget(target)
             if not removed and target not in store.forgotten:
                 raise MemoryStoreError(f"nothing from {path} is in memory; see 'lantern memory list'")
@@ -116,7 +138,7 @@ class Memory:
                 lines += [f"## Exchange {exchange}", ""]
             if message.role != "system":
                 lines += [f"{message.role.capitalize()}: {message.content}", ""]
-        with self.store.writing() as store:
+        with self._writer() as store:
             ingester = Ingester(store, self.embedder)
             return ingester.add_text(
                 key=f"{CONVERSATIONS_ROOT}/{conversation.id}",
