@@ -54,7 +54,10 @@ class BatchedStream:
         return self._cancelled.is_set()
 
     def _emit(self, item) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop has closed: nobody is listening any more
+            self.cancel()
 
     def __aiter__(self):
         return self
@@ -121,9 +124,7 @@ class BatchScheduler:
 
     def plan_text(self, prompt: str, max_tokens: int) -> PromptPlan:
         tokens = self.engine.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-        return fit_to_context(
-            [ChatMessage("user", prompt)], lambda _: tokens, self.slot_context, max_tokens
-        )
+        return fit_to_context([ChatMessage("user", prompt)], lambda _: tokens, self.slot_context, max_tokens)
 
     def submit(self, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
         stream = BatchedStream(plan, settings, asyncio.get_running_loop())

@@ -105,7 +105,17 @@ def cli(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.pass_context
 def ask(
-    ctx, prompt, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory, system,
+    ctx,
+    prompt,
+    model,
+    max_tokens,
+    temperature,
+    top_p,
+    seed,
+    continue_,
+    conversation_id,
+    no_memory,
+    system,
     as_json,
 ):
     """Answer PROMPT (or stdin), streaming the answer to stdout."""
@@ -304,9 +314,11 @@ def conversations_rm(ctx, conversation_id):
     click.echo(f"Removed conversation {conversation_id}.")
 
 
-from app.memory_cli import memory  # noqa: E402  (the group registers itself below)
+from app.memory_cli import memory  # noqa: E402  (the groups register themselves below)
+from app.serve_cli import devices, pair, serve  # noqa: E402
 
-cli.add_command(memory)
+for command in (memory, serve, pair, devices):
+    cli.add_command(command)
 
 
 def main() -> None:

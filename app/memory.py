@@ -18,6 +18,7 @@ from rag.retrieval import Mode, RetrievalHit, Retriever
 from rag.store import MemoryStore
 
 CONVERSATIONS_ROOT = "lantern:conversations"  # a root with no folder behind it; sync leaves it alone
+NOTES_ROOT = "lantern:notes"  # notes sent from a phone
 
 
 def secret_from_environment(
@@ -145,6 +146,17 @@ class Memory:
                 root=CONVERSATIONS_ROOT,
                 relative=f"conversations/{conversation.id}.md",
                 text="\n".join(lines),
+            )
+
+    def add_note(self, title: str, text: str) -> int:
+        """A note written on the phone: kept in memory under notes/<title>.md; returns its chunks."""
+        safe = "".join(c if c.isalnum() or c in "-_ " else "-" for c in title).strip() or "note"
+        with self._writer() as store:
+            return Ingester(store, self.embedder).add_text(
+                key=f"{NOTES_ROOT}/{safe}",
+                root=NOTES_ROOT,
+                relative=f"notes/{safe}.md",
+                text=f"# {title}\n\n{text}",
             )
 
     def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> list[RetrievalHit]:

@@ -1,0 +1,132 @@
+"""Request and response bodies: the OpenAI shapes Lantern serves, plus its own extensions.
+
+Parameters Lantern does not implement are handled as OpenAI documents them being optional:
+``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``user``, ``response_format`` (text)
+and ``stream_options`` are accepted and ignored; ``n`` other than 1, ``tools`` and
+``logprobs`` are rejected with 422 so a client never silently gets less than it asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = [p.get("text", "") for p in self.content if p.get("type") == "text"]
+        if len(parts) != len(self.content):
+            raise ValueError("only text content parts are supported")
+        return "".join(parts)
+
+
+class LanternOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    memory: bool = False  # retrieve from the user's notes and return citations
+    conversation_id: str | None = None  # continue (and save into) a stored conversation
+
+
+class _Sampling(_Request):
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = 1
+    logprobs: bool | int | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("only n=1 is supported")
+        return n
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs are not supported")
+        return value
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop[:4])
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    tools: list[Any] | None = None
+    lantern: LanternOptions = Field(default_factory=LanternOptions)
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value):
+        if value:
+            raise ValueError("tools are not supported")
+        return value
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+
+    def text(self) -> str:
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise ValueError("send one prompt per request")
+            return self.prompt[0]
+        return self.prompt
+
+
+class EmbeddingRequest(_Request):
+    input: str | list[str] = Field(min_length=1)
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32, as OpenAI
+
+
+class MemorySearchRequest(_Request):
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(default=5, ge=1, le=50)
+
+
+class NoteRequest(_Request):
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=200_000)
+
+
+class Citation(BaseModel):
+    source: str
+    heading: str
+    text: str
+    score: float
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,267 @@
+"""`lantern serve` as phones and OpenAI clients use it: the official `openai` package, real HTTP,
+the real model; and every way a client can get it wrong."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.api_server import start_server
+from tests.memory_fixtures import make_notes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import os
+
+    home = tmp_path_factory.mktemp("api-home")
+    previous = os.environ.get("LANTERN_HOME")
+    os.environ["LANTERN_HOME"] = str(home)
+    running = start_server()
+    yield running
+    running.stop()
+    if previous is None:
+        os.environ.pop("LANTERN_HOME", None)
+    else:
+        os.environ["LANTERN_HOME"] = previous
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=server.token, max_retries=0)
+
+
+def _auth(server) -> dict:
+    return {"Authorization": f"Bearer {server.token}"}
+
+
+def test_the_openai_client_lists_models_chats_streams_and_embeds(server, client):
+    assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct", "all-MiniLM-L6-v2"]
+
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        temperature=0,
+        max_tokens=16,
+    )
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 10
+
+    pieces = []
+    for chunk in client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=24,
+        stream=True,
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+    assert len(pieces) > 3
+
+    completion = client.completions.create(model="smollm2-135m-instruct", prompt="The sky is", max_tokens=8)
+    assert completion.choices[0].text
+
+    vectors = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a lighthouse", "a tomato"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+
+
+def test_no_wrong_or_revoked_token_is_401(server):
+    assert httpx.get(server.url + "/v1/models").status_code == 401
+    wrong = httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer lnt_not-a-token"})
+    assert wrong.status_code == 401 and "pair" in wrong.json()["error"]["message"]
+    token = server.service.devices.pair("old-phone")
+    assert (
+        httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    )
+    server.service.devices.revoke("old-phone")
+    assert (
+        httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    )
+    assert httpx.get(server.url + "/v1/lantern/health").status_code == 200  # health needs no token
+
+
+def test_bad_host_bad_origin_and_oversized_bodies_are_refused(server):
+    rebinding = httpx.get(server.url + "/v1/lantern/health", headers={"Host": "attacker.example"})
+    assert rebinding.status_code == 400
+    other_site = httpx.get(
+        server.url + "/v1/models", headers={**_auth(server), "Origin": "http://evil.example"}
+    )
+    assert other_site.status_code == 403
+    huge = httpx.post(server.url + "/v1/chat/completions", headers=_auth(server), content=b"x" * 2_000_000)
+    assert huge.status_code == 413 and "limit" in huge.json()["error"]["message"]
+
+
+def test_a_prompt_over_the_context_is_400_naming_the_limit(server, client):
+    with pytest.raises(openai.BadRequestError) as failure:
+        client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "lighthouse " * 5000}]
+        )
+    message = failure.value.body["message"]
+    assert "context window is 2048 tokens" in message
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"{not json", "JSON"),
+        (json.dumps({"messages": "hello"}).encode(), "messages"),
+        (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}).encode(), "role"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}).encode(),
+            "max_tokens",
+        ),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}], "n": 3}).encode(), "n=1"),
+    ],
+)
+def test_invalid_json_and_wrong_types_are_422_with_a_clear_message(server, body, problem):
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={**_auth(server), "Content-Type": "application/json"},
+        content=body,
+    )
+    assert response.status_code == 422
+    assert problem in response.json()["error"]["message"]
+
+
+def test_an_unknown_model_is_404(server, client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_eight_concurrent_streams_all_complete(server):
+    results: dict[int, str] = {}
+
+    def one(n: int) -> None:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key=server.token, max_retries=0, timeout=300)
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in c.chat.completions.create(
+                model="smollm2-135m-instruct",
+                messages=[{"role": "user", "content": f"Say something about the number {n}."}],
+                max_tokens=24,
+                stream=True,
+            )
+            if chunk.choices
+        )
+        results[n] = text
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(results) == list(range(8)) and all(results.values())
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot_within_a_second(server):
+    body = {
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    with httpx.Client(timeout=60) as http:
+        with http.stream(
+            "POST", server.url + "/v1/chat/completions", headers=_auth(server), json=body
+        ) as response:
+            lines = response.iter_lines()
+            for line in lines:
+                if '"content": "' in line and '"content": ""' not in line:
+                    break
+            busy = http.get(server.url + "/v1/lantern/health").json()["busy_slots"]
+        gone_at = time.monotonic()
+        assert busy == 1
+        while (
+            http.get(server.url + "/v1/lantern/health").json()["busy_slots"]
+            and time.monotonic() - gone_at < 5
+        ):
+            time.sleep(0.02)
+        freed_after = time.monotonic() - gone_at
+    assert freed_after < 1.0
+
+
+def test_a_full_queue_answers_503_with_retry_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_HOME", str(tmp_path / "home"))
+    small = start_server(slots=1, max_waiting=1)
+    try:
+        body = {
+            "messages": [{"role": "user", "content": "Write a long story."}],
+            "max_tokens": 400,
+            "stream": True,
+        }
+        headers = {"Authorization": f"Bearer {small.token}"}
+        with httpx.Client(timeout=60) as http:
+            with http.stream("POST", small.url + "/v1/chat/completions", headers=headers, json=body) as first:
+                next(first.iter_lines())
+                with http.stream(
+                    "POST", small.url + "/v1/chat/completions", headers=headers, json=body
+                ) as second:
+                    assert second.status_code == 200  # waits its turn
+                    third = http.post(small.url + "/v1/chat/completions", headers=headers, json=body)
+                    assert third.status_code == 503 and third.headers["Retry-After"] == "2"
+    finally:
+        small.stop()
+
+
+def test_memory_citations_notes_and_conversations_for_a_phone(server, client, tmp_path):
+    server.service.assistant.memory.add([make_notes(tmp_path / "notes")])
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "Who services the boiler?"}],
+        max_tokens=24,
+        temperature=0,
+        extra_body={"lantern": {"memory": True}},
+    )
+    extra = reply.model_extra["lantern"]
+    assert extra["citations"][0]["source"] == "home/scan.pdf"
+    conversation_id = extra["conversation_id"]
+
+    note = httpx.post(
+        server.url + "/v1/lantern/notes",
+        headers=_auth(server),
+        json={"title": "Parking", "text": "The van is parked behind the old mill."},
+    )
+    assert note.status_code == 201
+    found = httpx.post(
+        server.url + "/v1/lantern/memory/search",
+        headers=_auth(server),
+        json={"query": "where is the van parked", "k": 1},
+    ).json()["hits"]
+    assert found[0]["source"] == "notes/Parking.md"
+
+    listed = httpx.get(server.url + "/v1/lantern/conversations", headers=_auth(server)).json()[
+        "conversations"
+    ]
+    assert conversation_id in [c["id"] for c in listed]
+    client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "And when?"}],
+        max_tokens=8,
+        extra_body={"lantern": {"conversation_id": conversation_id}},
+    )
+    fetched = httpx.get(
+        server.url + f"/v1/lantern/conversations/{conversation_id}", headers=_auth(server)
+    ).json()
+    assert [m["content"] for m in fetched["messages"] if m["role"] == "user"] == [
+        "Who services the boiler?",
+        "And when?",
+    ]
+    missing = httpx.get(server.url + "/v1/lantern/conversations/nope", headers=_auth(server))
+    assert missing.status_code == 404
+
+
+def test_the_committed_openapi_schema_matches_the_app(server):
+    from pathlib import Path
+
+    from android_client_api.app import create_app
+
+    committed = Path(__file__).parents[1] / "android_client_api" / "openapi.json"
+    live = create_app(server.service).openapi()
+    assert json.loads(committed.read_text()) == live, (
+        "android_client_api/openapi.json is stale; regenerate it with "
+        "'.venv/bin/python -m android_client_api.export_openapi'"
+    )
