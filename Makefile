@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # Debian packages the tests drive for real (command:package).
-SYSTEM_TOOLS := tmux:tmux
+SYSTEM_TOOLS := tmux:tmux sshd:openssh-server chromium:chromium
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
-		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \

@@ -102,10 +102,11 @@ def create_app(service: LanternService) -> FastAPI:
             )
 
     def _settings(body, max_tokens: int | None) -> GenerationSettings:
+        defaults = service.assistant.config.generation
         return GenerationSettings(
-            max_tokens=max_tokens or 512,
-            temperature=body.temperature,
-            top_p=body.top_p,
+            max_tokens=max_tokens or defaults.max_tokens,
+            temperature=defaults.temperature if body.temperature is None else body.temperature,
+            top_p=defaults.top_p if body.top_p is None else body.top_p,
             seed=body.seed,
             stop=body.stops(),
         )
@@ -391,6 +392,11 @@ def create_app(service: LanternService) -> FastAPI:
         @api.get("/", include_in_schema=False)
         async def index():
             return FileResponse(STATIC / "index.html")
+
+        @api.get("/sw.js", include_in_schema=False)
+        async def service_worker():
+            # Served from the root so it may control the whole app (a PWA's offline shell).
+            return FileResponse(STATIC / "sw.js", media_type="application/javascript")
 
     # Outermost last: the host check runs before anything else, then the body limit.
     if settings.cors_origins:

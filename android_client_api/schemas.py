@@ -40,8 +40,9 @@ class LanternOptions(BaseModel):
 class _Sampling(_Request):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # Unset: Lantern's configured defaults (gentler than OpenAI's 1.0, which small models need).
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
