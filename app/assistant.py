@@ -64,7 +64,8 @@ class Assistant:
         self._conversations: ConversationStore | None = None
         self._engines: dict[str, Engine] = {}
         self.memory = Memory(
-            self.home.root / "memory", self.config.memory,
+            self.home.root / "memory",
+            self.config.memory,
             secret_from_environment(self.config.memory.key_file, ask_secret),
         )
 

@@ -316,8 +316,9 @@ def conversations_rm(ctx, conversation_id):
 
 from app.memory_cli import memory  # noqa: E402  (the groups register themselves below)
 from app.serve_cli import devices, pair, serve  # noqa: E402
+from app.tunnel_cli import tunnel  # noqa: E402
 
-for command in (memory, serve, pair, devices):
+for command in (memory, serve, pair, devices, tunnel):
     cli.add_command(command)
 
 
