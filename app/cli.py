@@ -90,8 +90,9 @@ def cli(ctx: click.Context) -> None:
 
         try:
             assistant = _assistant(ctx)
-            if assistant.config.memory.enabled:
-                assistant.memory.has_notes()  # an encrypted memory asks for its passphrase before the TUI
+            if assistant.memory.is_encrypted():
+                assistant.memory.has_notes()  # the passphrase is asked now, before the TUI owns the terminal
+            assistant.memory.stop_asking()  # from here on a locked memory is an error, never a prompt
         except LanternError as exc:
             run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
             raise SystemExit(1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,21 @@ from app.config import MemoryConfig
 from app.conversations import Conversation
 from app.errors import LanternError
 from rag.embedder import Embedder, SentenceTransformerEmbedder
-from rag.errors import MemoryStoreError
+from rag.errors import MemoryStoreError, WrongKeyError
 from rag.ingest import Ingester, Progress, SyncReport
 from rag.retrieval import Mode, RetrievalHit, Retriever
 from rag.store import MemoryStore
 
 CONVERSATIONS_ROOT = "lantern:conversations"  # a root with no folder behind it; sync leaves it alone
 NOTES_ROOT = "lantern:notes"  # notes sent from a phone
+_EMBEDDER_LOCK = threading.Lock()
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # e.g. ~nosuchuser
+        raise MemoryStoreError(f"cannot use the path {path}: {exc}") from None
 
 
 def secret_from_environment(
@@ -46,16 +55,29 @@ def secret_from_environment(
     return secret
 
 
-def _remembered(secret: Callable[[], bytes]) -> Callable[[], bytes]:
-    """Ask for the passphrase once per session, not once per store view."""
-    known: list[bytes] = []
+class _RememberedSecret:
+    """Ask for the passphrase once per session, not once per store view; a passphrase that
+    did not unlock the memory is forgotten, so the next try asks again."""
 
-    def once() -> bytes:
-        if not known:
-            known.append(secret())
-        return known[0]
+    def __init__(self, secret: Callable[[], bytes]):
+        self._secret = secret
+        self._known: bytes | None = None
 
-    return once
+    def __call__(self) -> bytes:
+        if self._known is None:
+            self._known = self._secret()
+        return self._known
+
+    def forget(self) -> None:
+        self._known = None
+
+    def stop_asking(self) -> None:
+        if self._known is None:
+            self._secret = _locked
+
+
+def _locked() -> bytes:
+    raise LanternError("the memory is encrypted and locked; restart lantern to enter the passphrase")
 
 
 @dataclass(frozen=True)
@@ -76,32 +98,50 @@ class Memory:
     ):
         self.directory = directory
         self.config = config
-        self._secret = _remembered(secret)
+        self._secret = _RememberedSecret(secret)
         self._store: MemoryStore | None = None
         self._embedder = embedder  # loaded on first use when not given
 
     @property
     def store(self) -> MemoryStore:
         if self._store is None:
-            self._store = MemoryStore.open(self.directory, self._secret)
+            self._store = self._open()
         return self._store
+
+    def _open(self) -> MemoryStore:
+        try:
+            return MemoryStore.open(self.directory, self._secret)
+        except WrongKeyError:
+            self._secret.forget()
+            raise
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[MemoryStore]:
         """A store view of its own for one write, so searches running meanwhile (the TUI) keep a
         consistent view; they see the result once it is committed."""
-        store = MemoryStore.open(self.directory, self._secret)
+        store = self._open()
         with store.writing():
             yield store
         self._store = store
 
     @property
     def embedder(self) -> Embedder:
+        with _EMBEDDER_LOCK:
+            return self._load_embedder()
+
+    def _load_embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = SentenceTransformerEmbedder(
                 Path(self.config.embedder).expanduser() if self.config.embedder else None
             )
         return self._embedder
+
+    def is_encrypted(self) -> bool:
+        return MemoryStore.is_encrypted(self.directory)
+
+    def stop_asking(self) -> None:
+        """No more passphrase prompts (a full-screen app owns the terminal now)."""
+        self._secret.stop_asking()
 
     def has_notes(self) -> bool:
         """True when there is something to retrieve (without unlocking or loading anything big)."""
@@ -120,10 +160,11 @@ class Memory:
             return Ingester(store, self.embedder, progress).sync()
 
     def forget(self, path: Path) -> int:
-        target = str(path.expanduser().resolve())
+        text = str(path)
+        target = text if text.startswith("lantern:") else str(_resolve(path))
         with self._writer() as store:
             removed = store.forget(target)
-            if not removed and target not in store.forgotten:
+            if not removed and not store.roots_forgotten and target not in store.forgotten:
                 raise MemoryStoreError(f"nothing from {path} is in memory; see 'lantern memory list'")
             store.commit()
         return len(removed)

@@ -61,9 +61,11 @@ class DenseIndex:
         self._fit_kind_to_size()
 
     def _fit_kind_to_size(self) -> None:
-        wanted = "exact" if len(self) <= EXACT_LIMIT else "hnsw"
-        if wanted != self.kind:
-            self._rebuild(wanted)
+        # Hysteresis: a store hovering around the limit must not rebuild on every edit.
+        if self.kind == "exact" and len(self) > EXACT_LIMIT:
+            self._rebuild("hnsw")
+        elif self.kind == "hnsw" and len(self) < EXACT_LIMIT * 0.8:
+            self._rebuild("exact")
 
     def _rebuild(self, kind: str) -> None:
         ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)

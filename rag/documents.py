@@ -208,7 +208,6 @@ def _pdf_sections(data: bytes) -> list[Section]:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -220,5 +219,7 @@ def _pdf_sections(data: bytes) -> list[Section]:
             if text:
                 sections.append(Section((f"page {number}",), text))
         return sections
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise UnreadableFile(f"not a readable PDF ({exc})") from None
+    except UnreadableFile:
+        raise
+    except Exception as exc:  # pypdf raises many kinds (IndexError, AttributeError...) on bad files
+        raise UnreadableFile(f"not a readable PDF ({type(exc).__name__}: {exc})") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -53,6 +54,7 @@ class SentenceTransformerEmbedder:
 
         self.model = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
         self.batch_size = batch_size
+        self._lock = threading.Lock()
         self.name = self.model_dir.name if model_dir else "all-MiniLM-L6-v2"
         dimension = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension
@@ -60,6 +62,10 @@ class SentenceTransformerEmbedder:
         self.dimension = int(dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        with self._lock:  # the fast tokenizer is not safe to share between threads
+            return self._embed(texts)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(

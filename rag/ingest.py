@@ -36,6 +36,8 @@ class SyncReport:
     chunks_added: int = 0
     skipped_unsupported: int = 0
     skipped_unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # Roots or folders that could not be listed: their notes are kept, not taken for deleted.
+    unavailable: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [
@@ -51,6 +53,10 @@ class SyncReport:
             parts.append(f"{self.skipped_unsupported} skipped (unsupported type)")
         if self.skipped_unreadable:
             parts.append(f"{len(self.skipped_unreadable)} skipped (unreadable)")
+        if self.unavailable:
+            parts.append(
+                f"{len(self.unavailable)} unavailable, notes kept: {', '.join(self.unavailable)}"
+            )
         return ", ".join(parts)
 
 
@@ -77,7 +83,10 @@ def is_virtual_root(root: str) -> bool:
 
 
 def resolve_root(path: Path) -> str:
-    resolved = path.expanduser().resolve()
+    try:
+        resolved = path.expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # e.g. ~nosuchuser
+        raise MemoryStoreError(f"cannot use the path {path}: {exc}") from None
     if not resolved.exists():
         raise MemoryStoreError(f"{path} does not exist")
     return str(resolved)
@@ -105,7 +114,11 @@ def _scan(roots: list[str], forgotten: list[str], report: SyncReport) -> dict[st
         if root_path.is_file():
             visit(root_path, root, root_path.name)
             continue
-        for directory, subdirs, names in os.walk(root_path, onerror=None):
+        if not root_path.is_dir():  # unmounted, renamed or deleted: not proof its notes are gone
+            report.unavailable.append(root)
+            continue
+        unlisted = lambda error: report.unavailable.append(error.filename)  # noqa: E731
+        for directory, subdirs, names in os.walk(root_path, onerror=unlisted):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for name in sorted(names):
                 if name.startswith("."):
@@ -139,7 +152,13 @@ class Ingester:
         if store.roots:
             store.bind_embedder(self.embedder.name, self.embedder.dimension)
         found = _scan([r for r in store.roots if not is_virtual_root(r)], store.forgotten, report)
-        gone = [p for p, entry in store.files.items() if p not in found and not is_virtual_root(entry.root)]
+        gone = [
+            p
+            for p, entry in store.files.items()
+            if p not in found
+            and not is_virtual_root(entry.root)
+            and not any(p == u or p.startswith(u.rstrip(os.sep) + os.sep) for u in report.unavailable)
+        ]
         for path in gone:
             store.remove_file(path)
             report.removed += 1

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_write_bytes
 from rag.crypto import Cipher, Keyring
 from rag.dense import DenseIndex
 from rag.errors import MemoryStoreError, TamperedFileError
@@ -79,6 +80,7 @@ class MemoryStore:
         self.dimension = 0
         self.roots: list[str] = []
         self.forgotten: list[str] = []
+        self.roots_forgotten = 0
         self.files: dict[str, FileEntry] = {}
         self.next_chunk_id = 0
         self.index_description: dict = {"kind": "exact"}
@@ -103,6 +105,7 @@ class MemoryStore:
     def open(cls, directory: Path, secret: SecretSource | None = None) -> MemoryStore:
         """Open the store in ``directory``; an empty plain store if there is none yet."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cls._settle_pending_keyring(directory)
         cipher = None
         keyring_path = directory / "keyring.json"
         if keyring_path.exists():
@@ -119,6 +122,19 @@ class MemoryStore:
                 store._read_manifest()
         return store
 
+    @staticmethod
+    def _settle_pending_keyring(directory: Path) -> None:
+        """An encryption stopped half way: keep it if its sealed manifest was committed, else undo it."""
+        pending = directory / "keyring.json.pending"
+        if not pending.exists() or (directory / "keyring.json").exists():
+            return
+        manifest = directory / "manifest.lmem"
+        sealed = manifest.exists() and manifest.read_bytes()[8:9] == b"E"
+        if sealed:
+            os.replace(pending, directory / "keyring.json")
+        else:
+            pending.unlink()
+
     @classmethod
     def create_encrypted(cls, directory: Path, secret: bytes) -> MemoryStore:
         """Start an encrypted store, or encrypt the plain one already there."""
@@ -130,12 +146,12 @@ class MemoryStore:
             store._ensure_loaded()
             keyring, cipher = Keyring.create(secret)
             store.cipher = cipher
-            # The keyring goes first: a crash before the manifest leaves an encrypted-looking store
-            # whose manifest is still plain, which open() refuses loudly rather than misreading.
-            from app.atomic import atomic_write_bytes
-
-            atomic_write_bytes(directory / "keyring.json", keyring.to_bytes())
+            # The keyring waits beside the store until the sealed generation is committed; open()
+            # finishes or undoes an encryption that was interrupted (see _settle_pending_keyring).
+            pending = directory / "keyring.json.pending"
+            atomic_write_bytes(pending, keyring.to_bytes())
             store.commit()
+            os.replace(pending, directory / "keyring.json")
         return store
 
     @contextlib.contextmanager
@@ -302,7 +318,9 @@ class MemoryStore:
         removed = [p for p in self.files if _is_within(p, target)]
         for path in removed:
             self.remove_file(path)
+        before = len(self.roots)
         self.roots = [r for r in self.roots if not _is_within(r, target)]
+        self.roots_forgotten = before - len(self.roots)
         if any(_is_within(target, r) for r in self.roots) and target not in self.forgotten:
             self.forgotten.append(target)
         return removed

@@ -198,3 +198,23 @@ def test_progress_counts_up_to_every_passage_embedded(memory, notes):
     total = memory.store.chunk_count
     assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_a_root_that_is_not_there_keeps_its_notes_instead_of_dropping_them(memory, notes, tmp_path):
+    memory.add([notes])
+    count = memory.store.chunk_count
+    notes.rename(tmp_path / "unplugged")  # a removable drive that is not mounted right now
+
+    report = memory.sync()
+
+    assert report.removed == 0 and report.unavailable == [str(notes)]
+    assert memory.store.chunk_count == count
+
+
+def test_a_root_with_nothing_indexed_can_still_be_forgotten(memory, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    memory.add([empty])
+    assert memory.store.roots == [str(empty)]
+    memory.forget(empty)
+    assert memory.store.roots == []

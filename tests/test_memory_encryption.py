@@ -116,3 +116,40 @@ def test_encrypting_an_existing_plain_memory_rewrites_it_sealed(tmp_path, embedd
     for path in directory.iterdir():
         assert b"pink granite" not in path.read_bytes(), path
     assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+
+
+def test_an_encryption_interrupted_before_its_commit_is_undone(tmp_path, embedder):
+    notes = make_notes(tmp_path / "notes")
+    directory = tmp_path / "memory"
+    Memory(directory, MemoryConfig(), lambda: b"", embedder).add([notes])
+    from rag.crypto import Keyring
+
+    keyring, _ = Keyring.create(PASSPHRASE)
+    (directory / "keyring.json.pending").write_bytes(keyring.to_bytes())  # killed right here
+
+    reopened = Memory(directory, MemoryConfig(), lambda: b"", embedder)
+    assert reopened.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+    assert not (directory / "keyring.json.pending").exists() and not reopened.is_encrypted()
+
+
+def test_an_encryption_interrupted_after_its_commit_is_finished(tmp_path, embedder, monkeypatch):
+    notes = make_notes(tmp_path / "notes")
+    directory = tmp_path / "memory"
+    Memory(directory, MemoryConfig(), lambda: b"", embedder).add([notes])
+
+    from rag.store import MemoryStore
+
+    commit = MemoryStore.commit
+
+    def killed_right_after_the_commit(self):
+        commit(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MemoryStore, "commit", killed_right_after_the_commit)
+    with pytest.raises(KeyboardInterrupt):
+        Memory(directory, MemoryConfig(), lambda: PASSPHRASE, embedder).init_encrypted(PASSPHRASE)
+    monkeypatch.undo()
+
+    assert (directory / "keyring.json.pending").exists()
+    assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+    assert (directory / "keyring.json").exists()

@@ -275,10 +275,14 @@ def test_a_missing_model_file_is_explained_in_the_chat(home, bundled_model, tmp_
     async def scenario(pilot):
         chat = _chat(pilot.app)
         await _until(pilot, lambda: chat.query_one(StatusBar).state == "model not loaded")
-        return [str(w.content) for w in chat.query(".error").results(Static)]
 
-    errors = _run(assistant, scenario)
+        answer = await _ask(pilot, "Are you there?")  # fails at once with the reason, never hangs
+        footer = str(answer.query_one(".answer-footer", Static).content)
+        return [str(w.content) for w in chat.query(".error").results(Static)], footer
+
+    errors, footer = _run(assistant, scenario)
     assert any("the file of model 'spare' is missing" in e and "F4" in e for e in errors)
+    assert footer.startswith("error: the file of model 'spare' is missing")
 
 
 def test_a_damaged_conversation_store_shows_what_to_do(home):
@@ -315,3 +319,18 @@ def test_picking_a_model_loads_it_in_a_worker_and_new_chats_use_it(home, bundled
     names, shown = _run(assistant, scenario)
     assert names == ["smollm2-135m-instruct", "twin"] and shown == "twin"
     assert Assistant().conversations.latest().model == "twin"
+
+
+def test_palette_commands_run_the_chat_actions(home):
+    assistant = _assistant()
+
+    async def scenario(pilot):
+        app = pilot.app
+        chat = _chat(app)
+        commands = {c.title: c.callback for c in app.get_system_commands(chat)}
+        assert {"New conversation", "Toggle memory", "Pick model", "Keys", "Edit answer"} <= set(commands)
+        await commands["Toggle memory"]()
+        await pilot.pause()
+        return chat.query_one(StatusBar).memory_on
+
+    assert _run(assistant, scenario) is False

@@ -69,9 +69,9 @@ class LanternApp(App):
         self.push_screen(ModelPickerScreen(self.assistant, chat.model), picked)
 
     def _chat_action(self, action: str):
-        def run() -> None:
+        async def run() -> None:
             if self.chat is not None:
-                self.chat.run_action(action)
+                await self.chat.run_action(action)
 
         return run
 

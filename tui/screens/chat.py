@@ -52,6 +52,7 @@ class ChatScreen(Screen):
         self.model_ready = threading.Event()
         self._turn: Turn | None = None
         self._stop_requested = False
+        self._model_error: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -78,14 +79,19 @@ class ChatScreen(Screen):
         status.model, status.memory_on = self.model, self.use_memory
         self.refresh_sidebar()
         self.query_one(PromptArea).focus()
-        self.load_model(self.model)
+        self.start_loading(self.model)
 
     # --- the model ---------------------------------------------------------------------------
+
+    def start_loading(self, name: str) -> None:
+        # Cleared here, on the UI thread, so a question sent right now waits for this load.
+        self.model_ready.clear()
+        self._model_error = None
+        self.load_model(name)
 
     @work(thread=True, exclusive=True, group="model")
     def load_model(self, name: str) -> None:
         """Load in the background so the first question does not wait for it."""
-        self.model_ready.clear()
         self.app.call_from_thread(setattr, self.query_one(StatusBar), "state", "loading model…")
         try:
             engine = self.assistant.engine(name)
@@ -95,12 +101,15 @@ class ChatScreen(Screen):
         self.app.call_from_thread(self._model_loaded, name, engine.context_length)
 
     def _model_loaded(self, name: str, context_length: int) -> None:
-        self.model = name
+        if name != self.model:
+            return  # another model was picked meanwhile
         status = self.query_one(StatusBar)
         status.model, status.state, status.context_size = name, "", context_length
         self.model_ready.set()
 
     def _model_failed(self, message: str) -> None:
+        self._model_error = f"{message}. Press F4 to pick another model."
+        self.model_ready.set()  # questions fail with this message instead of waiting forever
         self.query_one(StatusBar).state = "model not loaded"
         self.query_one("#log").mount(
             Static(f"error: {message}. Press F4 to pick another model.", classes="error", markup=False)
@@ -111,7 +120,12 @@ class ChatScreen(Screen):
             self.model = name
             self.query_one(StatusBar).model = name
             await self.action_new_chat()
-            self.notify(f"Switched to {name}. New chats use it.")
+        # The picker has loaded it already.
+        self._model_error = None
+        self.query_one(StatusBar).state = ""
+        self.query_one(StatusBar).context_size = self.assistant.engine(name).context_length
+        self.model_ready.set()
+        self.notify(f"Switched to {name}. New chats use it.")
 
     # --- asking ------------------------------------------------------------------------------
 
@@ -145,6 +159,8 @@ class ChatScreen(Screen):
         error = None
         try:
             self.model_ready.wait()
+            if self._model_error is not None:
+                raise LanternError(self._model_error)
             turn = self.assistant.ask(
                 text, conversation=self.conversation, model=self.model, use_memory=self.use_memory
             )
@@ -157,12 +173,18 @@ class ChatScreen(Screen):
                 self.app.call_from_thread(log.scroll_end, animate=False)
         except LanternError as exc:
             error = str(exc)
+        except Exception as exc:  # a bug must not take the whole app down with it
+            error = f"unexpected {type(exc).__name__}: {exc}"
         finally:
             self._turn = None
             self.app.call_from_thread(self._answer_done, turn, widget, error)
 
     async def _answer_done(self, turn: Turn | None, widget: AnswerMessage, error: str | None) -> None:
         status = self.query_one(StatusBar)
+        if not widget.is_attached:  # the user moved on (new chat, other conversation) meanwhile
+            status.state = ""
+            self.answering = False
+            return
         status.state = ""
         if error is not None:
             widget.show_error(error)
@@ -177,8 +199,11 @@ class ChatScreen(Screen):
             status.tokens_per_s = result.decode_tokens_per_s
             status.context_used = result.prompt_tokens + result.completion_tokens
             if turn.conversation is not None:
-                self.conversation = self.assistant.conversations.get(turn.conversation.id)
-                widget.message_id = self.conversation.messages[-1].id
+                try:
+                    self.conversation = self.assistant.conversations.get(turn.conversation.id)
+                    widget.message_id = self.conversation.messages[-1].id
+                except LanternError as exc:
+                    widget.show_error(str(exc))
             self.refresh_sidebar()
         self.query_one(SourcesPanel).show(turn.citations if turn is not None else [])
         self.query_one(PromptArea).focus()
@@ -224,7 +249,7 @@ class ChatScreen(Screen):
             self.notify(f"This chat was with {conversation.model}; it continues with it.")
             self.model = conversation.model
             self.query_one(StatusBar).model = conversation.model
-            self.load_model(conversation.model)
+            self.start_loading(conversation.model)
         self.query_one(PromptArea).focus()
 
     async def action_new_chat(self) -> None:
@@ -267,6 +292,9 @@ class ChatScreen(Screen):
 
         if self.conversation is None:
             self.notify("No saved conversation is open.", severity="warning")
+            return
+        if self.answering:
+            self.notify("Stop the answer (Escape) before deleting this chat.", severity="warning")
             return
         conversation = self.conversation
 
