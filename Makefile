@@ -46,8 +46,10 @@ system-deps:
 	fi
 
 bench: install
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
 	$(VENV)/bin/python bench/bench_runtime.py
 	$(VENV)/bin/python bench/bench_tui.py
+	$(VENV)/bin/python bench/bench_api.py
 	$(VENV)/bin/python bench/bench_memory.py
 
 lint: install
