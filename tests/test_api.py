@@ -188,21 +188,23 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, monkeypatch):
     monkeypatch.setenv("LANTERN_HOME", str(tmp_path / "home"))
     small = start_server(slots=1, max_waiting=1)
     try:
+        # Counting goes on to the token limit, so the one slot stays busy for seconds.
         body = {
-            "messages": [{"role": "user", "content": "Write a long story."}],
-            "max_tokens": 400,
+            "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+            "max_tokens": 600,
+            "temperature": 0,
             "stream": True,
         }
         headers = {"Authorization": f"Bearer {small.token}"}
+        url = small.url + "/v1/completions"
         with httpx.Client(timeout=60) as http:
-            with http.stream("POST", small.url + "/v1/chat/completions", headers=headers, json=body) as first:
+            with http.stream("POST", url, headers=headers, json=body) as first:
                 next(first.iter_lines())
-                with http.stream(
-                    "POST", small.url + "/v1/chat/completions", headers=headers, json=body
-                ) as second:
+                with http.stream("POST", url, headers=headers, json=body) as second:
                     assert second.status_code == 200  # waits its turn
-                    third = http.post(small.url + "/v1/chat/completions", headers=headers, json=body)
+                    third = http.post(url, headers=headers, json=body)
                     assert third.status_code == 503 and third.headers["Retry-After"] == "2"
+                    assert "busy" in third.json()["error"]["message"]
     finally:
         small.stop()
 
