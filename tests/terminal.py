@@ -32,3 +32,13 @@ def wait_until_gone(session: str, timeout: float = 30) -> bool:
     while time.monotonic() < deadline and session_alive(session):
         time.sleep(0.2)
     return not session_alive(session)
+
+
+def start_in_terminal(session: str, command: str, width: int, height: int) -> None:
+    """Open a terminal of this size, then run ``command`` in it (``exec``: its exit ends the session).
+
+    Starting the program only once the terminal exists avoids a race in which a full-screen app
+    reads the size before tmux has applied it and paints only part of the screen."""
+    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "sh")
+    tmux("send-keys", "-t", session, "-l", f"exec {command}")
+    tmux("send-keys", "-t", session, "Enter")

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tests.conftest import LANTERN
-from tests.terminal import tmux, wait_for_screen, wait_until_gone
+from tests.terminal import start_in_terminal, tmux, wait_for_screen, wait_until_gone
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by 'make test'")
@@ -19,8 +19,8 @@ def test_the_terminal_app_answers_a_typed_question(home, size):
     session = f"lantern-tui-{uuid.uuid4().hex[:8]}"
     (home / "config.toml").parent.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text("[generation]\ntemperature = 0.0\nmax_tokens = 24\n")
-    command = f"LANTERN_HOME={shlex.quote(str(home))} {LANTERN}"
-    tmux("new-session", "-d", "-s", session, "-x", size[0], "-y", size[1], command)
+    command = f"env LANTERN_HOME={shlex.quote(str(home))} {LANTERN}"
+    start_in_terminal(session, command, int(size[0]), int(size[1]))
     try:
         wait_for_screen(session, "Chatting offline with smollm2-135m-instruct")
         wait_for_screen(session, "context 0/")  # the model is loaded
@@ -39,17 +39,7 @@ def test_a_damaged_model_registry_opens_a_screen_that_says_what_to_do(home):
     home.mkdir(parents=True, exist_ok=True)
     (home / "models.json").write_text("{ this is not json")
     session = f"lantern-tui-{uuid.uuid4().hex[:8]}"
-    tmux(
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        f"LANTERN_HOME={shlex.quote(str(home))} {LANTERN}",
-    )
+    start_in_terminal(session, f"env LANTERN_HOME={shlex.quote(str(home))} {LANTERN}", 100, 30)
     try:
         screen = wait_for_screen(session, "Lantern cannot start")
         assert "models.json" in screen and "What to do" in screen

@@ -80,6 +80,13 @@ class ChatScreen(Screen):
         self.refresh_sidebar()
         self.query_one(PromptArea).focus()
         self.start_loading(self.model)
+        # Seen under tmux on a loaded machine: the first full paint can be lost while the terminal
+        # answers Textual's capability queries, leaving only later updates on screen. One full
+        # repaint shortly after start makes the screen whole either way.
+        self.set_timer(0.6, self._repaint_everything)
+
+    def _repaint_everything(self) -> None:
+        self.app.refresh(repaint=True, layout=True)
 
     # --- the model ---------------------------------------------------------------------------
 
