@@ -42,3 +42,15 @@ def start_in_terminal(session: str, command: str, width: int, height: int) -> No
     tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "sh")
     tmux("send-keys", "-t", session, "-l", f"exec {command}")
     tmux("send-keys", "-t", session, "Enter")
+
+
+def wait_for_prompt(session: str, prompt: str, timeout: float = 120) -> str:
+    """The screen once its last line is an empty ``prompt``: the program is ready for input."""
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if screen.rstrip().endswith(prompt.rstrip()):
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"no empty {prompt!r} prompt; screen:\n{screen}")

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.conftest import LANTERN, run_lantern
-from tests.terminal import tmux, wait_for_screen, wait_until_gone
+from tests.terminal import tmux, wait_for_prompt, wait_for_screen, wait_until_gone
 
 
 def test_piped_chat_answers_each_line_in_one_saved_conversation(home):
@@ -43,7 +43,7 @@ def test_interactive_chat_in_a_terminal_keeps_input_history(home):
         wait_for_screen(session, "you>")
         tmux("send-keys", "-t", session, "What is the capital of France? One word.", "Enter")
         wait_for_screen(session, "Paris")
-        wait_for_screen(session, "you> ")
+        wait_for_prompt(session, "you> ")  # the answer is complete and a new prompt waits
         tmux("send-keys", "-t", session, "Up")  # readline recalls the last question
         screen = wait_for_screen(session, "you> What is the capital of France? One word.")
         assert screen.count("What is the capital of France? One word.") == 2

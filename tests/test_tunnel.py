@@ -123,8 +123,8 @@ def test_a_chat_goes_through_the_tunnel_and_survives_a_killed_ssh(home, sshd):
         assert again["reconnects"] >= 1
         assert "Paris" in _chat(f"http://127.0.0.1:{remote_port}", server.token)
     finally:
-        supervisor.send_signal(signal.SIGINT)
-        supervisor.wait(timeout=20)
+        supervisor.send_signal(signal.SIGINT)  # Ctrl+C
+        supervisor.wait(timeout=30)
         server.stop()
     assert _tunnel_state(home)["state"] == "stopped"
 
