@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -117,11 +119,31 @@ def create_app(service: LanternService) -> FastAPI:
         except QueueFullError as exc:
             raise ApiError(503, f"{exc}; retry shortly", "overloaded", {"Retry-After": "2"}) from None
 
-    def _plan(make_plan) -> PromptPlan:
+    async def _plan(make_plan) -> PromptPlan:
+        # Tokenizing and trimming a long chat takes a while: never on the event loop.
         try:
-            return make_plan()
+            return await asyncio.to_thread(make_plan)
         except ContextOverflowError as exc:
             raise ApiError(400, str(exc), "context_length_exceeded") from None
+        except (LanternError, ValueError, jinja2.TemplateError) as exc:
+            raise ApiError(
+                400, f"cannot build a prompt from these messages: {exc}", "invalid_prompt"
+            ) from None
+
+    async def _collect(stream: BatchedStream, request: Request) -> str:
+        """The whole answer, or a cancelled one if the client goes away before it is done."""
+
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.25)
+            stream.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return "".join([piece async for piece in stream])
+        finally:
+            watcher.cancel()
+            stream.cancel()
 
     def _check_size(text_chars: int) -> None:
         if text_chars > settings.max_prompt_chars:
@@ -132,7 +154,7 @@ def create_app(service: LanternService) -> FastAPI:
             )
 
     @api.post("/v1/chat/completions", dependencies=authorized)
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(body.model)
         try:
             messages = [ChatMessage(m.role, m.text()) for m in body.messages]
@@ -173,7 +195,7 @@ def create_app(service: LanternService) -> FastAPI:
                     for h in context.hits
                 ]
         settings_ = _settings(body, body.max_completion_tokens or body.max_tokens)
-        plan = _plan(lambda: service.scheduler.plan_chat(messages, settings_.max_tokens))
+        plan = await _plan(lambda: service.scheduler.plan_chat(messages, settings_.max_tokens))
         stream = _submit(plan, settings_)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -199,10 +221,7 @@ def create_app(service: LanternService) -> FastAPI:
             }
 
         if not body.stream:
-            try:
-                text = "".join([piece async for piece in stream])
-            finally:
-                stream.cancel()
+            text = await _collect(stream, request)
             conversation_id = save(text) if body.lantern.conversation_id or body.lantern.memory else None
             return {
                 "id": completion_id,
@@ -256,7 +275,7 @@ def create_app(service: LanternService) -> FastAPI:
         )
 
     @api.post("/v1/completions", dependencies=authorized)
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         _check_model(body.model)
         try:
             prompt = body.text()
@@ -264,7 +283,7 @@ def create_app(service: LanternService) -> FastAPI:
             raise ApiError(422, str(exc), "invalid_request") from None
         _check_size(len(prompt))
         settings_ = _settings(body, body.max_tokens or 16)
-        plan = _plan(lambda: service.scheduler.plan_text(prompt, settings_.max_tokens))
+        plan = await _plan(lambda: service.scheduler.plan_text(prompt, settings_.max_tokens))
         stream = _submit(plan, settings_)
         completion_id, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -278,10 +297,7 @@ def create_app(service: LanternService) -> FastAPI:
             }
 
         if not body.stream:
-            try:
-                text = "".join([piece async for piece in stream])
-            finally:
-                stream.cancel()
+            text = await _collect(stream, request)
             r = stream.result
             return {
                 **body_of(text, _finish(r.finish_reason)),

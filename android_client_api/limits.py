@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-
-class BodyTooLarge(Exception):
-    pass
+from starlette.exceptions import HTTPException
 
 
 class BodySizeLimit:
@@ -28,13 +26,11 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    # FastAPI turns other errors while reading a body into 400; this one it passes on.
+                    raise HTTPException(413, f"the request body is over the limit of {self.max_bytes} bytes")
             return message
 
-        try:
-            await self.app(scope, counted_receive, send)
-        except BodyTooLarge:
-            await self._reject(send)
+        await self.app(scope, counted_receive, send)
 
     async def _reject(self, send) -> None:
         body = json.dumps(

@@ -70,7 +70,7 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=256)  # trimming is per turn
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     tools: list[Any] | None = None
     lantern: LanternOptions = Field(default_factory=LanternOptions)

@@ -122,15 +122,20 @@ class BatchScheduler:
     # --- the consumer side ------------------------------------------------------------------
 
     def plan_chat(self, messages: list[ChatMessage], max_tokens: int) -> PromptPlan:
-        return fit_to_context(messages, self.engine.tokenize_chat, self.slot_context, max_tokens)
+        return _non_empty(fit_to_context(messages, self.engine.tokenize_chat, self.slot_context, max_tokens))
 
     def plan_text(self, prompt: str, max_tokens: int) -> PromptPlan:
         tokens = self.engine.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-        return fit_to_context([ChatMessage("user", prompt)], lambda _: tokens, self.slot_context, max_tokens)
+        plan = fit_to_context([ChatMessage("user", prompt)], lambda _: tokens, self.slot_context, max_tokens)
+        return _non_empty(plan)
 
     def submit(self, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
-        stream = BatchedStream(plan, settings, asyncio.get_running_loop())
+        stream = BatchedStream(_non_empty(plan), settings, asyncio.get_running_loop())
         with self._wake:
+            # Requests whose clients gave up while waiting do not hold places in the line.
+            self._waiting = collections.deque(w for w in self._waiting if not w.cancelled)
+            if self._closing:
+                raise LanternError("the server is shutting down")
             busy = len(self._active) >= self.slots
             if busy and len(self._waiting) >= self.max_waiting:
                 raise QueueFullError(
@@ -152,7 +157,12 @@ class BatchScheduler:
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._thread.join(timeout=10)
+        self._thread.join()  # never free llama.cpp's memory while the thread may be inside llama_decode
+        closing = LanternError("the server is shutting down")
+        for slot in list(self._active.values()):
+            self._finish(slot, "error", closing)
+        while self._waiting:
+            self._waiting.popleft()._emit(closing)
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
 
@@ -280,3 +290,9 @@ class BatchScheduler:
             total_s=ended - slot.stream.submitted_at,
         )
         slot.stream._emit(error if error is not None else _DONE)
+
+
+def _non_empty(plan: PromptPlan) -> PromptPlan:
+    if not plan.tokens:
+        raise LanternError("the prompt is empty; send some text")
+    return plan

@@ -33,11 +33,7 @@ def serve(ctx, host, port, slots, allow_host, cors_origin, model):
         host=host,
         port=port,
         slots=slots,
-        allowed_hosts=(
-            *ServerSettings().allowed_hosts,
-            *allow_host,
-            *([host] if host not in ("0.0.0.0", "::") else []),
-        ),
+        allowed_hosts=(*ServerSettings().allowed_hosts, *allow_host, *_host_names(host)),
         cors_origins=tuple(cors_origin),
     )
     if not settings.is_loopback:
@@ -107,3 +103,10 @@ def devices_revoke(ctx, name):
 
     device_registry(assistant_from(ctx)).revoke(name)
     click.echo(f"Revoked {name}; its token no longer works.")
+
+
+def _host_names(host: str) -> list[str]:
+    """The Host header values a client uses for this listen address (IPv6 in brackets)."""
+    if host in ("0.0.0.0", "::"):
+        return []
+    return [f"[{host}]"] if ":" in host else [host]

@@ -267,3 +267,56 @@ def test_the_committed_openapi_schema_matches_the_app(server):
         "android_client_api/openapi.json is stale; regenerate it with "
         "'.venv/bin/python -m android_client_api.export_openapi'"
     )
+
+
+def test_an_empty_or_answerless_prompt_is_400_and_harms_no_other_answer(server, client):
+    results = {}
+
+    def long_answer() -> None:
+        reply = client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Count to twenty."}],
+            max_tokens=48,
+        )
+        results["other"] = reply.choices[0].message.content
+
+    other = threading.Thread(target=long_answer)
+    other.start()
+    empty = httpx.post(server.url + "/v1/completions", headers=_auth(server), json={"prompt": ""})
+    no_question = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=_auth(server),
+        json={"messages": [{"role": "assistant", "content": "hello"}]},
+    )
+    other.join(timeout=120)
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+    assert no_question.status_code == 400
+    assert results["other"]  # the answer being generated meanwhile was not harmed
+
+
+def test_a_chunked_body_over_the_limit_is_413_too(server):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 50_000
+
+    response = httpx.post(server.url + "/v1/chat/completions", headers=_auth(server), content=chunks())
+    assert response.status_code == 413
+
+
+def test_ipv6_listen_addresses_are_accepted_as_host_headers():
+    from app.serve_cli import _host_names
+
+    assert _host_names("fd00::5") == ["[fd00::5]"] and _host_names("192.168.1.4") == ["192.168.1.4"]
+    assert _host_names("0.0.0.0") == []
+
+
+def test_a_non_streaming_client_that_gives_up_frees_its_slot(server):
+    body = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": 2000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", headers=_auth(server), json=body, timeout=1.5)
+    gone_at = time.monotonic()
+    while (
+        httpx.get(server.url + "/v1/lantern/health").json()["busy_slots"] and time.monotonic() - gone_at < 5
+    ):
+        time.sleep(0.05)
+    assert time.monotonic() - gone_at < 1.0
