@@ -13,6 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def _refuse(feature: str, value):
+    """Features Lantern does not implement are refused, so no client silently gets less."""
+    if value:
+        raise ValueError(f"{feature} are not supported")
+    return value
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -56,12 +63,7 @@ class _Sampling(_Request):
             raise ValueError("only n=1 is supported")
         return n
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
+    _no_logprobs = field_validator("logprobs")(lambda value: _refuse("logprobs", value))
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -75,12 +77,7 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Any] | None = None
     lantern: LanternOptions = Field(default_factory=LanternOptions)
 
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError("tools are not supported")
-        return value
+    _no_tools = field_validator("tools")(lambda value: _refuse("tools", value))
 
 
 class CompletionRequest(_Sampling):
