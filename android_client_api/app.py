@@ -179,9 +179,7 @@ def create_app(service: LanternService) -> FastAPI:
         citations = []
         if body.lantern.memory and messages[-1].role == "user":
             engine = service.scheduler.engine
-            context = service.assistant.memory.context_for(
-                question, lambda t: len(engine.llm.tokenize(t.encode()))
-            )
+            context = service.assistant.memory.context_for(question, engine.count_tokens)
             if context is not None:
                 messages[-1] = ChatMessage("user", context.prompt)
                 citations = [

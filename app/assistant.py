@@ -139,7 +139,7 @@ class Assistant:
         engine = self.engine(model)
         context = None
         if use_memory and self.config.memory.enabled and self.memory.has_notes():
-            context = self.memory.context_for(prompt, lambda text: len(engine.llm.tokenize(text.encode())))
+            context = self.memory.context_for(prompt, engine.count_tokens)
         content = context.prompt if context else prompt
         stream = engine.stream_chat([*messages, ChatMessage("user", content)], settings or self.settings())
         citations = context.hits if context else []

@@ -200,6 +200,9 @@ class Engine:
         add_bos = not (self.template.bos_token and text.startswith(self.template.bos_token))
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8")))
+
     def plan(self, messages: list[ChatMessage], max_tokens: int) -> PromptPlan:
         return fit_to_context(messages, self.tokenize_chat, self.context_length, max_tokens)
 

@@ -30,6 +30,13 @@ def _resolve(path: Path) -> Path:
         raise MemoryStoreError(f"cannot use the path {path}: {exc}") from None
 
 
+def read_key_file(path: Path) -> bytes:
+    try:
+        return path.expanduser().read_bytes()
+    except OSError as exc:
+        raise LanternError(f"cannot read the key file {path}: {exc.strerror}") from None
+
+
 def secret_from_environment(
     key_file: str = "", ask: Callable[[str], str] | None = None
 ) -> Callable[[], bytes]:
@@ -38,10 +45,7 @@ def secret_from_environment(
     def secret() -> bytes:
         path = key_file or os.environ.get("LANTERN_KEY_FILE", "")
         if path:
-            try:
-                return Path(path).expanduser().read_bytes()
-            except OSError as exc:
-                raise LanternError(f"cannot read the key file {path}: {exc.strerror}") from None
+            return read_key_file(Path(path))
         passphrase = os.environ.get("LANTERN_PASSPHRASE")
         if passphrase is None and ask is not None:
             passphrase = ask("Memory passphrase: ")

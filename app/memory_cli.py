@@ -12,7 +12,7 @@ import click
 from app.cli_context import assistant_from, hit_json
 from app.errors import LanternError
 from app.formatting import human_bytes
-from app.memory import cite
+from app.memory import cite, read_key_file
 from rag.ingest import SyncReport
 
 
@@ -61,10 +61,7 @@ def memory_init(ctx, encrypt, key_file):
     """Protect the memory: texts, metadata and vectors encrypted at rest (AES-256-GCM, scrypt)."""
     assistant = assistant_from(ctx)
     if key_file is not None:
-        try:
-            secret = key_file.expanduser().read_bytes()
-        except OSError as exc:
-            raise LanternError(f"cannot read the key file {key_file}: {exc.strerror}") from None
+        secret = read_key_file(key_file)
         if len(secret) < 16:
             raise LanternError(f"the key file {key_file} is too short; use at least 16 random bytes")
     elif "LANTERN_PASSPHRASE" in os.environ:

@@ -63,3 +63,11 @@ def network_isolation_available() -> bool:
         return False
     probe = subprocess.run(["unshare", "--map-root-user", "--net", "true"], capture_output=True)
     return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real bundled all-MiniLM-L6-v2, loaded once for every memory test."""
+    from rag.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()

@@ -11,14 +11,8 @@ import pytest
 from app.config import MemoryConfig
 from app.memory import Memory
 from rag.dense import DenseIndex
-from rag.embedder import SentenceTransformerEmbedder
 from rag.store import MemoryStore
 from tests.memory_fixtures import FACTS, SUPPORTED_NOTES, UNREADABLE, UNSUPPORTED, make_notes
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return SentenceTransformerEmbedder()
 
 
 def _no_secret() -> bytes:

@@ -16,13 +16,6 @@ PASSPHRASE = b"correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    from rag.embedder import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder()
-
-
-@pytest.fixture(scope="module")
 def encrypted(tmp_path_factory, embedder):
     """A data home whose memory was encrypted first, then filled with notes."""
     base = tmp_path_factory.mktemp("encrypted")
