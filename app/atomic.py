@@ -50,3 +50,22 @@ def atomic_copy(source: Path, destination: Path, mode: int = 0o600) -> None:
     """Copy a (possibly large) file so ``destination`` appears only once complete."""
     with _replacing(destination, mode) as out, open(source, "rb") as src:
         shutil.copyfileobj(src, out, length=8 * 1024 * 1024)
+
+
+@contextlib.contextmanager
+def atomic_output_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` for a writer that wants a file name (llama.cpp, GGUFWriter);
+    it becomes ``path`` only if the block succeeds, and is removed otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)

@@ -273,7 +273,7 @@ def models_info(ctx, name, as_json):
 @click.argument("name")
 @click.pass_context
 def models_rm(ctx, name):
-    """Remove a model (the bundled model's file is never deleted, only unregistered)."""
+    """Remove a model (bundled and linked files are never deleted, only unregistered)."""
     entry = _assistant(ctx).models.remove(name)
     click.echo(f"Removed {entry.name}.")
 

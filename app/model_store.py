@@ -11,11 +11,12 @@ import dataclasses
 import fcntl
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.atomic import atomic_copy, atomic_write_text
+from app.atomic import atomic_copy, atomic_output_path, atomic_write_text
 from app.bundled import bundled_model_path
 from app.config import DEFAULT_MODEL_NAME
 from app.errors import LanternError
@@ -33,6 +34,7 @@ class ModelEntry:
     bundled: bool
     added_at: str
     summary: GGUFSummary | None  # cached at add time; None until first inspected
+    linked: bool = False  # registered by reference (a file Lantern wrote elsewhere); never deleted
 
 
 def check_model_name(name: str) -> str:
@@ -89,6 +91,8 @@ class ModelStore:
     def _entry(self, name: str, record: dict) -> ModelEntry:
         if record.get("bundled"):
             path = bundled_model_path() or Path(record.get("path", BUNDLED_MISSING))
+        elif record.get("linked"):
+            path = Path(record["path"])
         else:
             path = self.home.models_dir / record["file"]
         summary = record.get("summary")
@@ -98,6 +102,7 @@ class ModelStore:
             bundled=bool(record.get("bundled")),
             added_at=record.get("added_at", ""),
             summary=GGUFSummary(**summary) if summary else None,
+            linked=bool(record.get("linked")),
         )
 
     # -- public operations --------------------------------------------------------------------
@@ -185,10 +190,66 @@ class ModelStore:
                 raise
             return self._entry(name, data["models"][name])
 
+    def check_free(self, name: str) -> str:
+        """Refuse a name already in the store, before any long work that would produce it."""
+        check_model_name(name)
+        if name in self._read()["models"]:
+            raise LanternError(
+                f"a model named {name!r} already exists in the store; choose another with --name "
+                f"or remove it first with 'lantern models rm {name}'"
+            )
+        return name
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` lies inside the store's own folder (files the registry owns)."""
+        return Path(path).expanduser().resolve().is_relative_to(self.home.models_dir.resolve())
+
+    @contextlib.contextmanager
+    def new_model_file(self, name: str):
+        """Yield a temp path inside the store for a writer; if the block succeeds, the file is
+        validated and registered as ``name``, otherwise nothing is left behind."""
+        self.check_free(name)
+        destination = self.home.models_dir / f"{name}.gguf"
+        with atomic_output_path(destination, mode=0o600) as tmp:
+            yield tmp
+            summary = inspect_gguf(tmp)
+            with self._locked():
+                data = self._read()
+                if name in data["models"]:
+                    raise LanternError(f"a model named {name!r} was added meanwhile; nothing was written")
+                data["models"][name] = {
+                    "bundled": False,
+                    "file": destination.name,
+                    "added_at": _now(),
+                    "summary": dataclasses.asdict(summary),
+                }
+                self._write(data)
+
+    def link(self, path: Path, name: str) -> ModelEntry:
+        """Register a GGUF file that Lantern wrote outside the store, by reference (no copy)."""
+        path = Path(path).expanduser().resolve()
+        summary = inspect_gguf(path)
+        with self._locked():
+            data = self._read()
+            if name in data["models"]:
+                raise LanternError(f"a model named {name!r} already exists in the store")
+            data["models"][check_model_name(name)] = {
+                "linked": True,
+                "path": str(path),
+                "added_at": _now(),
+                "summary": dataclasses.asdict(summary),
+            }
+            self._write(data)
+            return self._entry(name, data["models"][name])
+
     def _remove_stale_copies(self) -> None:
         """Delete half-copied files left by a killed `add` (call with the lock held)."""
+        # A file touched in the last minutes may belong to a `convert`/`quantize` still writing.
+        cutoff = time.time() - 15 * 60
         for leftover in self.home.models_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink(missing_ok=True)
 
     def remove(self, name: str) -> ModelEntry:
         check_model_name(name)
@@ -199,7 +260,7 @@ class ModelStore:
             entry = self._entry(name, data["models"].pop(name))
             # Registry first: a crash in between leaves an unused file, never a dangling entry.
             self._write(data)
-            if not entry.bundled:
+            if not entry.bundled and not entry.linked:
                 entry.path.unlink(missing_ok=True)
             return entry
 

@@ -1,1 +1,4 @@
-"""Conversion pipeline: GGUF in and out of torch, quantization, the LLM twin (later issues)."""
+"""Conversion pipeline: GGUF in and out of torch, llama.cpp quantization, measured quality.
+
+Data flows one way: the CLI calls in here; nothing here imports a front end.
+"""

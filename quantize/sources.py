@@ -1,0 +1,68 @@
+"""What `SRC` names on the command line: a model in the store, a GGUF file or a Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from app.errors import LanternError
+from app.gguf_file import GGUFSummary, inspect_gguf
+from app.model_store import ModelStore, check_model_name
+from quantize.errors import ConversionError
+from quantize.gguf_names import SUPPORTED_ARCHITECTURES
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: Literal["gguf", "hf"]
+    path: Path  # the .gguf file, or the Hugging Face folder
+    name: str  # a short name for messages and default output names
+    summary: GGUFSummary | None = None  # for GGUF sources, read and checked before anything loads
+
+
+def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
+    """Find SRC: an existing path first, then a store name; check it before any heavy work."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _hf_folder(path)
+    if path.exists() or text.endswith(".gguf") or "/" in text:
+        return gguf_source(path, path.name.removesuffix(".gguf"))
+    if store is None:
+        raise ConversionError(f"{text!r} is neither a file nor a folder")
+    try:
+        check_model_name(text)
+        entry = store.get(text)
+    except LanternError as exc:
+        raise ConversionError(f"{text!r} is not a file, a folder or a model in the store: {exc}") from None
+    return gguf_source(entry.path, entry.name)
+
+
+def gguf_source(path: Path, name: str) -> ModelSource:
+    summary = inspect_gguf(path)  # refuses truncated, corrupt and empty files with a clear reason
+    if summary.architecture not in SUPPORTED_ARCHITECTURES:
+        raise ConversionError(
+            f"{path} is a {summary.architecture!r} model; the conversion pipeline handles the "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} architecture (Llama, SmolLM, TinyLlama, ...)"
+        )
+    return ModelSource("gguf", Path(path), name, summary)
+
+
+def _hf_folder(folder: Path) -> ModelSource:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ConversionError(f"{folder} is a folder without config.json, not a Hugging Face model folder")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConversionError(f"{config_path} is not valid JSON ({exc})") from None
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ConversionError(
+            f"{folder} holds a {model_type!r} model; the conversion pipeline handles "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ConversionError(f"{folder} has no weights (*.safetensors)")
+    return ModelSource("hf", folder, folder.name)

@@ -1,0 +1,87 @@
+"""GGUF (or a Hugging Face folder) -> a torch model and its tokenizer, with transformers' own loaders.
+
+transformers dequantizes every GGUF type the `gguf` package reads (F32, F16, BF16, Q8_0, Q4_0,
+Q4_1, K-quants...) and undoes llama.cpp's Q/K row order; `quantize.fidelity` proves the result
+computes what llama.cpp computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import gguf
+
+from quantize.errors import ConversionError
+from quantize.gguf_names import NOT_COPIED, READER_INTERNAL_PREFIX
+from quantize.sources import ModelSource
+
+
+@dataclass(frozen=True)
+class CarriedField:
+    """One metadata key of the source GGUF, carried over as is when a model is written back."""
+
+    key: str
+    value: Any
+    value_type: gguf.GGUFValueType
+    sub_type: gguf.GGUFValueType | None
+
+
+@dataclass
+class TorchModel:
+    model: Any  # transformers LlamaForCausalLM, in eval mode
+    tokenizer: Any  # transformers tokenizer matching the model's vocabulary
+    source: ModelSource
+    carried_metadata: tuple[CarriedField, ...] | None  # None for a Hugging Face folder
+
+
+def offline_transformers():
+    """Import transformers with the hub switched off: nothing is ever downloaded."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    return transformers
+
+
+def read_carried_metadata(path) -> tuple[CarriedField, ...]:
+    reader = gguf.GGUFReader(path)
+    carried = []
+    for key, field in reader.fields.items():
+        if key.startswith(READER_INTERNAL_PREFIX) or key in NOT_COPIED or not field.types:
+            continue
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        carried.append(CarriedField(key, field.contents(), value_type, sub_type))
+    return tuple(carried)
+
+
+def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
+    """Load SRC as a torch model in eval mode; raise ConversionError with the reason if it cannot."""
+    transformers = offline_transformers()
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    if source.kind == "gguf":
+        location = {"pretrained_model_name_or_path": str(source.path.parent), "gguf_file": source.path.name}
+    else:
+        location = {"pretrained_model_name_or_path": str(source.path)}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(**location)
+        model = transformers.AutoModelForCausalLM.from_pretrained(**location, dtype=torch_dtype)
+    except (ValueError, OSError, KeyError, NotImplementedError, RuntimeError) as exc:
+        raise ConversionError(f"transformers could not load {source.path}: {exc}") from None
+    if source.kind == "gguf":
+        # The weights are now plain float tensors; the GGUF origin must not follow them into a save.
+        with contextlib.suppress(AttributeError):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+    model.eval()
+    carried = read_carried_metadata(source.path) if source.kind == "gguf" else None
+    return TorchModel(model, tokenizer, source, carried)
