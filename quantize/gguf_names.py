@@ -33,5 +33,6 @@ def hparam(key_template: str) -> str:
 
 
 def llama_tensor_names(block_count: int) -> gguf.TensorNameMap:
-    """Maps Hugging Face parameter names (model.layers.0.self_attn.q_proj...) to GGUF names (blk.0.attn_q...)."""
+    """Maps Hugging Face parameter names (model.layers.0.self_attn.q_proj...) to GGUF names
+    (blk.0.attn_q...)."""
     return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, block_count)
