@@ -315,11 +315,12 @@ def conversations_rm(ctx, conversation_id):
     click.echo(f"Removed conversation {conversation_id}.")
 
 
+from app.convert_cli import convert, eval_group, quantize  # noqa: E402
 from app.memory_cli import memory  # noqa: E402  (the groups register themselves below)
 from app.serve_cli import devices, pair, serve  # noqa: E402
 from app.tunnel_cli import tunnel  # noqa: E402
 
-for command in (memory, serve, pair, devices, tunnel):
+for command in (memory, serve, pair, devices, tunnel, convert, quantize, eval_group):
     cli.add_command(command)
 
 

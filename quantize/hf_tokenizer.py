@@ -8,9 +8,7 @@ Face tokenizer's own.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ import gguf
 
 from quantize.errors import ConversionError
 from quantize.gguf_names import LLAMA
+from quantize.native_output import captured_native_output
 
 # llama.cpp pre-tokenizer names worth trying for llama-architecture BPE models, most likely first.
 PRE_TOKENIZER_CANDIDATES = ("smollm", "llama-bpe", "gpt-2", "qwen2", "starcoder", "falcon", "default")
@@ -80,7 +79,7 @@ def detect_pre_tokenizer(folder: Path, tokenizer, write_hparams: Callable[[gguf.
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-            with _quiet_stderr():
+            with captured_native_output():
                 try:
                     vocab_only = llama_cpp.Llama(model_path=str(probe_file), vocab_only=True, verbose=False)
                 except (ValueError, RuntimeError):
@@ -93,16 +92,3 @@ def detect_pre_tokenizer(folder: Path, tokenizer, write_hparams: Callable[[gguf.
         f"llama.cpp tokenizes differently from {folder}'s tokenizer under every pre-tokenizer tried "
         f"({', '.join(PRE_TOKENIZER_CANDIDATES)}); this tokenizer is not supported yet"
     )
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """llama.cpp prints its vocabulary loading to fd 2; keep the user's terminal clean."""
-    saved = os.dup(2)
-    with open(os.devnull, "wb") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

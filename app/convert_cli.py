@@ -1,0 +1,248 @@
+"""`lantern convert`, `lantern quantize` and `lantern eval`: the conversion pipeline's commands."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from app.atomic import atomic_output_path
+from app.cli_context import assistant_from
+from app.formatting import human_bytes
+from app.gguf_file import inspect_gguf
+from app.model_store import ModelStore, check_model_name, name_from_filename
+from quantize.errors import ConversionError
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def _new_model(store: ModelStore, out: Path | None, name: str | None, default_name: str, force: bool):
+    """Yield (temp path to write, final name, final path); on success the file is in place and
+    registered in the store, on any failure nothing is left behind."""
+    if out is None:
+        name = store.check_free(check_model_name(name or name_from_filename(Path(default_name))))
+        with store.new_model_file(name) as tmp:
+            yield tmp, name, store.home.models_dir / f"{name}.gguf"
+        return
+    out = Path(out).expanduser()
+    if store.holds(out):
+        raise ConversionError(
+            f"{out} is inside Lantern's model store, whose files the registry owns; "
+            "leave out -o to write a new model into the store"
+        )
+    if out.exists() and not force:
+        raise ConversionError(f"{out} already exists; choose another path or pass --force to replace it")
+    if not out.parent.is_dir():
+        raise ConversionError(f"the folder {out.parent} does not exist")
+    name = store.check_free(check_model_name(name or name_from_filename(out)))
+    with atomic_output_path(out) as tmp:
+        yield tmp, name, out
+        inspect_gguf(tmp)
+    store.link(out, name)
+
+
+def _source(ctx, text: str):
+    from quantize.sources import resolve_source
+
+    return resolve_source(text, assistant_from(ctx).models)
+
+
+@click.command()
+@click.argument("src")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="GGUF file to write.")
+@click.option("--type", "out_type", default="F16", show_default=True, help="F16, BF16 or F32.")
+@click.option("--name", help="Name in the store (default: from the output or the source).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.pass_context
+def convert(ctx, src, out, out_type, name, force):
+    """Write SRC (a store name, a GGUF file or a Hugging Face folder) as a float GGUF."""
+    from quantize.gguf_export import export_gguf
+    from quantize.quant_types import float_type
+    from quantize.torch_bridge import load_torch_model
+
+    out_type = float_type(out_type)
+    source = _source(ctx, src)
+    store = assistant_from(ctx).models
+    started = time.perf_counter()
+    with _new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
+        _say(f"Loading {source.path} into torch...")
+        torch_model = load_torch_model(source)
+        _say(f"Writing {out_type} GGUF...")
+        export_gguf(torch_model, tmp, out_type, name=final_name)
+    click.echo(
+        f"Wrote {path} ({human_bytes(path.stat().st_size)}, {out_type}) in "
+        f"{time.perf_counter() - started:.0f} s; in the store as {final_name}."
+    )
+
+
+@click.command()
+@click.argument("src")
+@click.option("--type", "qtype_name", required=True, help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, ...")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="GGUF file to write.")
+@click.option("--name", help="Name in the store (default: from the output or the source).")
+@click.option(
+    "--imatrix-from",
+    "imatrix_from",
+    type=click.Path(path_type=Path),
+    help="Notes folder or file: weigh the rounding by how your own notes use the model.",
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.pass_context
+def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
+    """Quantize SRC with llama.cpp's quantizer; the new model is registered in the store."""
+    from quantize.quant_types import quant_type
+    from quantize.quantizer import quantize_gguf, requantize_note
+
+    qtype = quant_type(qtype_name)
+    source = _source(ctx, src)
+    store = assistant_from(ctx).models
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        gguf_path, is_float = source.path, False
+        if source.kind == "gguf":
+            is_float = source.summary.quantization in ("F32", "ALL_F32", "F16", "BF16")
+        imatrix = None
+        if imatrix_from is not None or source.kind == "hf":
+            imatrix, gguf_path, is_float = _torch_side(source, imatrix_from, stack, gguf_path, is_float)
+        if not is_float:
+            _say(f"Note: {requantize_note()}.")
+        target = _new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
+        tmp, final_name, path = stack.enter_context(target)
+        _say(f"Quantizing to {qtype.name} with llama.cpp...")
+        quantize_gguf(gguf_path, is_float, tmp, qtype, imatrix)
+    extra = f", importance matrix from {imatrix.tokens} tokens of notes" if imatrix else ""
+    click.echo(
+        f"Wrote {path} ({human_bytes(path.stat().st_size)}, {qtype.name}{extra}) in "
+        f"{time.perf_counter() - started:.0f} s; in the store as {final_name}."
+    )
+
+
+def _torch_side(source, imatrix_from, stack, gguf_path, is_float):
+    """Load SRC in torch when needed: a Hugging Face folder becomes a temporary F16 GGUF first,
+    and an importance matrix is computed by running the notes."""
+    from quantize.gguf_export import export_gguf
+    from quantize.imatrix import compute_importance_matrix
+    from quantize.notes_text import read_notes
+    from quantize.torch_bridge import load_torch_model
+
+    notes = read_notes(imatrix_from) if imatrix_from is not None else None
+    _say(f"Loading {source.path} into torch...")
+    torch_model = load_torch_model(source)
+    if source.kind == "hf":
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lantern-convert-")))
+        gguf_path, is_float = scratch / "f16.gguf", True
+        _say("Writing a temporary F16 GGUF...")
+        export_gguf(torch_model, gguf_path, "F16")
+    imatrix = None
+    if notes is not None:
+        _say(f"Running {len(notes.notes)} note file(s) for the importance matrix...")
+        imatrix = compute_importance_matrix(torch_model, notes)
+    return imatrix, gguf_path, is_float
+
+
+@click.group("eval")
+def eval_group():
+    """Measure models through llama.cpp: perplexity, and how far one model strays from another."""
+
+
+def _model_path(ctx, text: str) -> tuple[str, Path]:
+    path = Path(text).expanduser()
+    if path.exists() or text.endswith(".gguf"):
+        inspect_gguf(path)
+        return path.name.removesuffix(".gguf"), path
+    entry = assistant_from(ctx).models.get(text)
+    return entry.name, entry.path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConversionError(
+            f"{path} is not UTF-8 text (byte {exc.start}); give a plain text file"
+        ) from None
+    except OSError as exc:
+        raise ConversionError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _eval_options(command):
+    command = click.option("--window", default=512, show_default=True, help="Tokens per window.")(command)
+    command = click.option("--stride", default=256, show_default=True, help="Tokens between windows.")(
+        command
+    )
+    command = click.option(
+        "--max-tokens", default=8192, show_default=True, help="Score at most this many tokens of the text."
+    )(command)
+    command = click.option("--json", "as_json", is_flag=True)(command)
+    return click.option("--text", "text_file", required=True, type=click.Path(path_type=Path))(command)
+
+
+def _settings(window, stride, max_tokens):
+    from quantize.evaluation import EvalSettings
+
+    if not 0 < stride <= window:
+        raise ConversionError("--stride must be between 1 and --window")
+    return EvalSettings(window=window, stride=stride, max_tokens=max_tokens)
+
+
+@eval_group.command("ppl")
+@click.argument("model")
+@_eval_options
+@click.pass_context
+def eval_ppl(ctx, model, text_file, as_json, max_tokens, stride, window):
+    """Perplexity of MODEL over a text (sliding window, through llama.cpp)."""
+    from quantize.evaluation import measure_perplexity
+
+    name, path = _model_path(ctx, model)
+    result = measure_perplexity(path, name, _read_text(text_file), _settings(window, stride, max_tokens))
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+        return
+    click.echo(
+        f"{name}: perplexity {result.perplexity:.3f} over {result.tokens_scored} tokens of {text_file.name} "
+        f"(window {window}, stride {stride}); decode {result.decode_tokens_per_second:.1f} tokens/s"
+    )
+
+
+@eval_group.command("compare")
+@click.argument("model_a")
+@click.argument("model_b")
+@_eval_options
+@click.pass_context
+def eval_compare(ctx, model_a, model_b, text_file, as_json, max_tokens, stride, window):
+    """Perplexity of A and B, KL divergence of B from A, top-1 agreement, size and speed."""
+    from quantize.evaluation import compare_models
+
+    a_name, a_path = _model_path(ctx, model_a)
+    b_name, b_path = _model_path(ctx, model_b)
+    settings = _settings(window, stride, max_tokens)
+    result = compare_models(a_path, a_name, b_path, b_name, _read_text(text_file), settings)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+        return
+    rows = [("", a_name, b_name)]
+    rows.append(("file size", human_bytes(result.a.file_size), human_bytes(result.b.file_size)))
+    rows.append(("perplexity", f"{result.a.perplexity:.3f}", f"{result.b.perplexity:.3f}"))
+    rows.append(
+        (
+            "decode tokens/s",
+            f"{result.a.decode_tokens_per_second:.1f}",
+            f"{result.b.decode_tokens_per_second:.1f}",
+        )
+    )
+    width = max(len(value) for row in rows for value in row[1:]) + 2
+    for label, a_value, b_value in rows:
+        click.echo(f"{label:<18}{a_value:>{width}}{b_value:>{width}}")
+    click.echo(
+        f"KL({a_name} || {b_name}): mean {result.kl_divergence:.5f}, "
+        f"p99 {result.kl_divergence_p99:.5f} nats; "
+        f"top-1 agreement {result.top1_agreement:.2%} over {result.positions} positions of {text_file.name}"
+    )
