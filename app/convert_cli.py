@@ -61,8 +61,9 @@ def _source(ctx, text: str):
 @click.option("--type", "out_type", default="F16", show_default=True, help="F16, BF16 or F32.")
 @click.option("--name", help="Name in the store (default: from the output or the source).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--verify", is_flag=True, help="Check the torch model's logits against llama.cpp's.")
 @click.pass_context
-def convert(ctx, src, out, out_type, name, force):
+def convert(ctx, src, out, out_type, name, force, verify):
     """Write SRC (a store name, a GGUF file or a Hugging Face folder) as a float GGUF."""
     from quantize.gguf_export import export_gguf
     from quantize.quant_types import float_type
@@ -77,10 +78,27 @@ def convert(ctx, src, out, out_type, name, force):
         torch_model = load_torch_model(source)
         _say(f"Writing {out_type} GGUF...")
         export_gguf(torch_model, tmp, out_type, name=final_name)
+        if verify:
+            _report_fidelity(torch_model, source.path if source.kind == "gguf" else None, tmp)
     click.echo(
         f"Wrote {path} ({human_bytes(path.stat().st_size)}, {out_type}) in "
         f"{time.perf_counter() - started:.0f} s; in the store as {final_name}."
     )
+
+
+def _report_fidelity(torch_model, source_gguf: Path | None, written: Path) -> None:
+    from quantize.fidelity import compare_logits
+
+    checks = [("the written file", written)]
+    if source_gguf is not None:
+        checks.insert(0, ("the source file", source_gguf))
+    for label, path in checks:
+        result = compare_logits(torch_model, path)
+        _say(
+            f"torch vs llama.cpp on {label}: top-1 agreement {result.top1_agreement:.2%} over "
+            f"{result.positions} positions, max |logit diff| {result.max_abs_diff:.3f} "
+            f"(mean {result.mean_abs_diff:.4f})"
+        )
 
 
 @click.command()

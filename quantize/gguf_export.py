@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 
 from quantize.errors import ConversionError
-from quantize.gguf_names import LLAMA, Keys, hparam, llama_tensor_names
+from quantize.gguf_names import LLAMA, MODEL_NAME, Keys, hparam, llama_tensor_names
 from quantize.hf_tokenizer import add_hf_tokenizer, detect_pre_tokenizer
 from quantize.quant_types import FLOAT_FILE_TYPES, FLOAT_TYPES
 from quantize.torch_bridge import CarriedField, TorchModel
@@ -47,6 +47,8 @@ def write_gguf(
     writer = gguf.GGUFWriter(out, LLAMA)
     if carried is not None:
         for field in carried:
+            if name and field.key == MODEL_NAME:
+                continue
             writer.add_key_value(field.key, field.value, field.value_type, field.sub_type)
     else:
         assert hf_folder is not None and tokenizer is not None
@@ -54,7 +56,7 @@ def write_gguf(
         pre = detect_pre_tokenizer(hf_folder, tokenizer, lambda probe: _add_hparams(probe, config))
         add_hf_tokenizer(writer, hf_folder, pre, tokenizer)
     if name:
-        writer.add_key_value(Keys.General.NAME, name, gguf.GGUFValueType.STRING)
+        writer.add_key_value(MODEL_NAME, name, gguf.GGUFValueType.STRING)
     writer.add_file_type(FLOAT_FILE_TYPES[out_type])
     for gguf_name, array, raw_type in _tensors(model, out_type):
         writer.add_tensor(gguf_name, array, raw_dtype=raw_type)
