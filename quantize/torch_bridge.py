@@ -8,6 +8,7 @@ computes what llama.cpp computes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,32 @@ def offline_transformers():
     return transformers
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers parses the GGUF three times (config, tokenizer, weights) and rebuilds gguf's
+    tensor-name table for every module; parsing a 49k-token vocabulary and building that table
+    dominate a load (about 25 s for SmolLM2-135M). Within this block each file is parsed once and
+    each table built once; the results are the same objects transformers would have built."""
+    original_reader, original_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple, gguf.GGUFReader] = {}
+
+    def reader(path, mode="r"):
+        stat = os.stat(path)
+        key = (os.fspath(path), mode, stat.st_size, stat.st_mtime_ns)
+        if key not in readers:
+            readers[key] = original_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_name_map
+
+
 def read_carried_metadata(path) -> tuple[CarriedField, ...]:
-    reader = gguf.GGUFReader(path)
+    reader = gguf.GGUFReader(path)  # looked up at call time: parsed once inside _gguf_parsed_once
     carried = []
     for key, field in reader.fields.items():
         if key.startswith(READER_INTERNAL_PREFIX) or key in NOT_COPIED or not field.types:
@@ -73,8 +98,10 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
     else:
         location = {"pretrained_model_name_or_path": str(source.path)}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(**location)
-        model = transformers.AutoModelForCausalLM.from_pretrained(**location, dtype=torch_dtype)
+        with _gguf_parsed_once():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(**location)
+            model = transformers.AutoModelForCausalLM.from_pretrained(**location, dtype=torch_dtype)
+            carried = read_carried_metadata(source.path) if source.kind == "gguf" else None
     except (ValueError, OSError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise ConversionError(f"transformers could not load {source.path}: {exc}") from None
     if source.kind == "gguf":
@@ -83,5 +110,4 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
             del model.config.quantization_config
         model.hf_quantizer = None
     model.eval()
-    carried = read_carried_metadata(source.path) if source.kind == "gguf" else None
     return TorchModel(model, tokenizer, source, carried)
