@@ -51,6 +51,7 @@ bench: install
 	$(VENV)/bin/python bench/bench_tui.py
 	$(VENV)/bin/python bench/bench_api.py
 	$(VENV)/bin/python bench/bench_memory.py
+	$(VENV)/bin/python bench/bench_quantize.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -23,8 +23,12 @@ NOT_COPIED = {ARCHITECTURE, FILE_TYPE, QUANTIZATION_VERSION}
 READER_INTERNAL_PREFIX = "GGUF."
 
 # What a LoRA adapter file declares (llama.cpp's adapter loader reads these).
+FILE_KIND = Keys.General.TYPE  # "model" or "adapter"
+ADAPTER_KIND = gguf.GGUFType.ADAPTER
 ADAPTER_TYPE = Keys.Adapter.TYPE
 ADAPTER_LORA_ALPHA = Keys.Adapter.LORA_ALPHA
+LORA_A_SUFFIX = ".lora_a"  # appended to the base tensor's name: blk.0.attn_q.weight.lora_a
+LORA_B_SUFFIX = ".lora_b"
 
 
 def hparam(key_template: str) -> str:

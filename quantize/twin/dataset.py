@@ -1,0 +1,166 @@
+"""From a notes folder to training text: the notes in the owner's voice (continued pre-training)
+plus chat samples (a question built from a heading or a first sentence, the section as the
+answer), deduplicated, split by file so no note is on both sides, packed to the sequence length."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from quantize.errors import ConversionError
+from quantize.notes_text import NotesRead, read_notes
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_WORDS = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class TwinSample:
+    kind: str  # "text" (the note itself) or "chat" (question -> section)
+    source: str  # the note file, relative to the notes folder
+    text: str  # for "text": the passage; for "chat": the answer
+    prompt: str | None = None  # for "chat": the user's question
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    samples: tuple[TwinSample, ...]
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TwinDataset:
+    train: DatasetSplit
+    heldout: DatasetSplit
+    skipped: tuple[tuple[str, str], ...]  # unreadable or unsupported files, with the reason
+    duplicates_dropped: int
+
+    def counts(self) -> dict:
+        def by_kind(split: DatasetSplit) -> dict:
+            kinds = {"text": 0, "chat": 0}
+            for sample in split.samples:
+                kinds[sample.kind] += 1
+            return {"files": len(split.files), **kinds}
+
+        return {
+            "train": by_kind(self.train),
+            "heldout": by_kind(self.heldout),
+            "duplicates_dropped": self.duplicates_dropped,
+            "skipped_files": len(self.skipped),
+        }
+
+
+def _heldout(relative: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{relative}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _question(headings: tuple[str, ...], text: str) -> str:
+    if headings:
+        return f"What do my notes say about {' / '.join(headings)}?"
+    first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+    words = first.split()
+    return f'Continue my note that begins: "{" ".join(words[:12])}"'
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(" ".join(_WORDS.findall(text.lower())).encode()).hexdigest()
+
+
+def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1) -> TwinDataset:
+    """Samples from every readable note under ``notes_root``; held-out files chosen by a seeded hash
+    of their path, so the split is stable as notes are added."""
+    notes_root = Path(notes_root).expanduser()
+    read: NotesRead = read_notes(notes_root)
+    base = notes_root.parent if notes_root.is_file() else notes_root
+    seen: set[str] = set()
+    dropped = 0
+    splits: dict[bool, tuple[list[TwinSample], list[str]]] = {False: ([], []), True: ([], [])}
+    for note in read.notes:
+        relative = str(note.path.relative_to(base))
+        held = _heldout(relative, seed, heldout_fraction)
+        samples, files = splits[held]
+        files.append(relative)
+        for headings, text in note.sections:
+            text = text.strip()
+            if len(_WORDS.findall(text)) < 8:
+                continue  # a heading with a line under it teaches nothing
+            fingerprint = _fingerprint(text)
+            if fingerprint in seen:
+                dropped += 1
+                continue
+            seen.add(fingerprint)
+            heading_line = f"{'#' * len(headings)} {headings[-1]}\n\n" if headings else ""
+            samples.append(TwinSample("text", relative, heading_line + text))
+            samples.append(TwinSample("chat", relative, text, _question(headings, text)))
+    if not splits[True][1] and len(splits[False][1]) > 1:
+        # Too few files for the hash to pick one: hold out the last file, so eval has unseen notes.
+        moved = splits[False][1].pop()
+        splits[True][1].append(moved)
+        keep = [s for s in splits[False][0] if s.source != moved]
+        splits[True][0].extend(s for s in splits[False][0] if s.source == moved)
+        splits[False][0][:] = keep
+    if not splits[False][0]:
+        raise ConversionError(
+            f"the notes in {notes_root} give no training text (each section needs a few sentences)"
+        )
+    skipped = tuple((str(path), reason) for path, reason in read.skipped)
+    return TwinDataset(
+        DatasetSplit(tuple(splits[False][0]), tuple(splits[False][1])),
+        DatasetSplit(tuple(splits[True][0]), tuple(splits[True][1])),
+        skipped,
+        dropped,
+    )
+
+
+def render_sample(sample: TwinSample, tokenizer) -> str:
+    """A sample as the text the model trains on: chat samples through the model's chat template."""
+    if sample.kind == "text":
+        return sample.text
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": sample.text}],
+        tokenize=False,
+    )
+
+
+def pack(samples: tuple[TwinSample, ...], tokenizer, sequence_length: int) -> list[list[int]]:
+    """Concatenate the samples' tokens, each ended by EOS, and cut into full sequences: no padding,
+    so every token in a batch is trained on."""
+    stream: list[int] = []
+    eos = tokenizer.eos_token_id
+    for sample in samples:
+        stream += tokenizer.encode(render_sample(sample, tokenizer), add_special_tokens=False) + [eos]
+    return [
+        stream[i : i + sequence_length] for i in range(0, len(stream) - sequence_length + 1, sequence_length)
+    ]
+
+
+def heldout_text(dataset: TwinDataset) -> str:
+    """The held-out notes as one text, for perplexity (the notes themselves, not the chat samples)."""
+    return "\n\n".join(s.text for s in dataset.heldout.samples if s.kind == "text")
+
+
+def save_dataset(dataset: TwinDataset, out: Path, tokenizer=None, sequence_length: int = 256) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "counts": dataset.counts(),
+        "train_files": list(dataset.train.files),
+        "heldout_files": list(dataset.heldout.files),
+        "skipped": [list(s) for s in dataset.skipped],
+    }
+    for name, split in (("train", dataset.train), ("heldout", dataset.heldout)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for sample in split.samples:
+                f.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+        if tokenizer is not None:
+            tokens = sum(
+                len(tokenizer.encode(render_sample(s, tokenizer), add_special_tokens=False)) + 1
+                for s in split.samples
+            )
+            summary["counts"][name]["tokens"] = tokens
+            summary["counts"][name]["sequences"] = tokens // sequence_length
+    (out / "dataset.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

@@ -1,0 +1,59 @@
+"""Train only the upper layers, and run the frozen lower ones once.
+
+With LoRA on the top K of L layers, the lower L-K layers are the same function every epoch: their
+output for a training sequence never changes. The twin computes it once per sequence and trains
+on the cached hidden states, so a step costs the upper layers' forward and backward only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SplitLlama:
+    model: object  # LlamaForCausalLM (possibly wrapped by peft: LoRA layers sit inside it)
+    cut: int  # layers [0, cut) are frozen and cached; [cut, L) train
+
+    @property
+    def _inner(self):
+        model = self.model
+        while not hasattr(model, "embed_tokens"):
+            model = model.model if hasattr(model, "model") else model.base_model
+        return model
+
+    def _position_embeddings(self, hidden: torch.Tensor):
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        return positions, self._inner.rotary_emb(hidden, position_ids=positions)
+
+    def _run(self, hidden: torch.Tensor, layers) -> torch.Tensor:
+        positions, rotary = self._position_embeddings(hidden)
+        for layer in layers:
+            # No mask: with SDPA attention that means causal (checked by the twin's tests).
+            hidden = layer(hidden, attention_mask=None, position_embeddings=rotary, position_ids=positions)
+        return hidden
+
+    @torch.no_grad()
+    def lower(self, input_ids: torch.Tensor) -> torch.Tensor:
+        inner = self._inner
+        return self._run(inner.embed_tokens(input_ids), inner.layers[: self.cut])
+
+    def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        inner = self._inner
+        hidden = inner.norm(self._run(hidden, inner.layers[self.cut :]))
+        return self._lm_head()(hidden)
+
+    def _lm_head(self):
+        model = self.model
+        while not hasattr(model, "lm_head"):
+            model = model.model if hasattr(model, "model") else model.base_model
+        return model.lm_head
+
+
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting each next token of the packed sequences."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1)
+    )

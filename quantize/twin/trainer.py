@@ -1,0 +1,250 @@
+"""LoRA training of the twin: AdamW, warm-up then cosine decay, gradient accumulation, checkpoints
+that make Ctrl+C and --resume lose nothing, deterministic for a given --seed and --steps.
+
+Speed on a laptop CPU comes from training only the upper layers and running the frozen lower
+layers once per sequence (see split_model); bench/bench_twin.py measures it against plain
+transformers + peft LoRA over every layer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from app.atomic import atomic_output_path
+from quantize.errors import ConversionError
+from quantize.twin.split_model import SplitLlama, next_token_loss
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    rank: int = 16
+    alpha: float = 32.0
+    train_layers: int = 10  # LoRA on the top N layers; 0 means every layer (no caching)
+    sequence_length: int = 256
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int = 0
+    checkpoint_seconds: float = 60.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_minutes is None:
+            raise ConversionError("give the training a length: --steps N or --minutes M")
+        if self.rank < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConversionError("--rank, batch size and gradient accumulation must be at least 1")
+
+
+@dataclass
+class TrainingProgress:
+    step: int
+    total_steps: int | None
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    elapsed_seconds: float
+    tokens_seen: int
+
+
+@dataclass
+class TrainingState:
+    step: int = 0
+    micro_batches: int = 0
+    tokens_seen: int = 0
+    elapsed_seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def add_lora(model, config: TrainingConfig):
+    """Wrap ``model`` with peft LoRA on the chosen layers; the base weights stay frozen and intact."""
+    from peft import LoraConfig, get_peft_model
+
+    layers = model.config.num_hidden_layers
+    train_layers = config.train_layers or layers
+    if not 0 < train_layers <= layers:
+        raise ConversionError(f"--train-layers must be between 1 and {layers} for this model")
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        target_modules=list(config.targets),
+        layers_to_transform=list(range(layers - train_layers, layers)),
+        lora_dropout=0.0,
+        bias="none",
+    )
+    return get_peft_model(model, lora), layers - train_layers
+
+
+class TwinTrainer:
+    def __init__(
+        self,
+        peft_model,
+        cut: int,
+        sequences: list[list[int]],
+        config: TrainingConfig,
+        checkpoint_dir: Path,
+    ):
+        if not sequences:
+            raise ConversionError(
+                f"the notes give fewer than {config.sequence_length} tokens of training text; "
+                "add notes or lower --seq-len"
+            )
+        self.model = peft_model
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.split = SplitLlama(peft_model, cut)
+        self.input_ids = torch.tensor(sequences, dtype=torch.long)
+        self.batch_size = min(config.batch_size, len(sequences))
+        self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.state = TrainingState()
+        self._cached_lower: torch.Tensor | None = None
+
+    # --- data order: a seeded permutation per epoch, so a resumed run sees the same batches ---
+    def _batch_indices(self, micro_batch: int) -> torch.Tensor:
+        per_epoch = len(self.input_ids) // self.batch_size
+        epoch, within = divmod(micro_batch, per_epoch)
+        order = torch.randperm(
+            len(self.input_ids), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        )
+        return order[within * self.batch_size : (within + 1) * self.batch_size]
+
+    def _learning_rate(self) -> float:
+        config, step = self.config, self.state.step
+        if step < config.warmup_steps:
+            return config.learning_rate * (step + 1) / config.warmup_steps
+        if config.max_steps is not None:
+            progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        else:
+            progress = self.state.elapsed_seconds / (config.max_minutes * 60)
+        return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def cache_lower_layers(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Run the frozen lower layers once over every training sequence."""
+        if self.split.cut == 0:
+            return
+        chunks = []
+        for start in range(0, len(self.input_ids), 8):
+            chunks.append(self.split.lower(self.input_ids[start : start + 8]))
+            if on_progress:
+                on_progress(min(start + 8, len(self.input_ids)), len(self.input_ids))
+        self._cached_lower = torch.cat(chunks)
+
+    def _micro_step(self, indices: torch.Tensor) -> float:
+        ids = self.input_ids[indices]
+        if self._cached_lower is not None:
+            logits = self.split.upper_logits(self._cached_lower[indices])
+        elif self.split.cut > 0:
+            logits = self.split.upper_logits(self.split.lower(ids))
+        else:
+            logits = self.model(input_ids=ids).logits
+        loss = next_token_loss(logits, ids)
+        (loss / self.config.grad_accum).backward()
+        return float(loss)
+
+    def _done(self) -> bool:
+        if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
+            return True
+        return (
+            self.config.max_minutes is not None and self.state.elapsed_seconds >= self.config.max_minutes * 60
+        )
+
+    def run(self, on_progress: Callable[[TrainingProgress], None] | None = None) -> TrainingState:
+        torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
+        self.model.train()
+        last_checkpoint = time.monotonic()
+        try:
+            while not self._done():
+                started = time.perf_counter()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self._learning_rate()
+                losses = []
+                for _ in range(self.config.grad_accum):
+                    losses.append(self._micro_step(self._batch_indices(self.state.micro_batches)))
+                    self.state.micro_batches += 1
+                torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                seconds = time.perf_counter() - started
+                tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1]
+                self.state.step += 1
+                self.state.tokens_seen += tokens
+                self.state.elapsed_seconds += seconds
+                self.state.losses.append(sum(losses) / len(losses))
+                if on_progress:
+                    on_progress(
+                        TrainingProgress(
+                            self.state.step,
+                            self.config.max_steps,
+                            self.state.losses[-1],
+                            self.optimizer.param_groups[0]["lr"],
+                            tokens / seconds,
+                            self.state.elapsed_seconds,
+                            self.state.tokens_seen,
+                        )
+                    )
+                if time.monotonic() - last_checkpoint >= self.config.checkpoint_seconds:
+                    self.save_checkpoint()
+                    last_checkpoint = time.monotonic()
+        except KeyboardInterrupt:
+            self.optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped, not applied
+            self.save_checkpoint()
+            raise
+        self.model.eval()
+        self.save_checkpoint()
+        return self.state
+
+    # --- checkpoints ---
+    def save_checkpoint(self) -> Path:
+        from peft import get_peft_model_state_dict
+
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / CHECKPOINT
+        payload = {
+            "lora": get_peft_model_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "state": asdict(self.state),
+            "config": asdict(self.config),
+        }
+        with atomic_output_path(path, mode=0o600) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    def load_checkpoint(self) -> None:
+        from peft import set_peft_model_state_dict
+
+        path = self.checkpoint_dir / CHECKPOINT
+        if not path.is_file():
+            raise ConversionError(f"no checkpoint to resume from in {self.checkpoint_dir}")
+        payload = torch.load(path, weights_only=False)
+        saved = payload["config"]
+        mismatched = [
+            key
+            for key in ("rank", "alpha", "train_layers", "sequence_length", "batch_size", "seed")
+            if saved[key] != getattr(self.config, key)
+        ]
+        if mismatched:
+            raise ConversionError(
+                f"the checkpoint was made with other settings ({', '.join(mismatched)}); "
+                "resume with the same options, or start over without --resume"
+            )
+        set_peft_model_state_dict(self.model, payload["lora"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainingState(**payload["state"])
