@@ -86,7 +86,7 @@ def _tokens(llm, text: str, settings: EvalSettings) -> list[int]:
     return tokens
 
 
-def _windows(n_tokens: int, window: int, stride: int) -> Iterator[tuple[int, int, int]]:
+def windows(n_tokens: int, window: int, stride: int) -> Iterator[tuple[int, int, int]]:
     """(start, end, first scored index within the window) for each window."""
     scored_until = 0
     for start in range(0, n_tokens, stride):
@@ -124,7 +124,7 @@ def measure_perplexity(path: Path, name: str, text: str, settings: EvalSettings,
     try:
         tokens = _tokens(llm, text, settings)
         nll, scored = 0.0, 0
-        for start, end, first in _windows(len(tokens), settings.window, settings.stride):
+        for start, end, first in windows(len(tokens), settings.window, settings.stride):
             window = tokens[start:end]
             rows = np.arange(first - 1, len(window) - 1)
             targets = np.array(window[first:])
@@ -161,7 +161,7 @@ def compare_against(
         nll_a, nll_b = 0.0, [0.0] * len(others)
         kls: list[list[np.ndarray]] = [[] for _ in others]
         agree = [0] * len(others)
-        for start, end, first in _windows(len(tokens), settings.window, settings.stride):
+        for start, end, first in windows(len(tokens), settings.window, settings.stride):
             window = tokens[start:end]
             rows = np.arange(first - 1, len(window) - 1)
             picked = np.arange(len(rows)), np.array(window[first:])

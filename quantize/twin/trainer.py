@@ -42,6 +42,7 @@ class TrainingConfig:
     threads: int = 0
     checkpoint_seconds: float = 60.0
     targets: tuple[str, ...] = LORA_TARGETS
+    precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
 
     def __post_init__(self):
         if self.max_steps is None and self.max_minutes is None:
@@ -68,6 +69,23 @@ class TrainingState:
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+
+
+def use_bf16(precision: str) -> bool:
+    """bfloat16 matrix products pay off only where the CPU has native support for them (AMX or
+    AVX512-BF16); "auto" times one product of each kind and picks the faster."""
+    if precision in ("bf16", "fp32"):
+        return precision == "bf16"
+    a, b = torch.randn(512, 576), torch.randn(1536, 576)
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, w = a.to(dtype), b.to(dtype)
+        x @ w.T
+        started = time.perf_counter()
+        for _ in range(10):
+            x @ w.T
+        timings[dtype] = time.perf_counter() - started
+    return timings[torch.bfloat16] < 0.7 * timings[torch.float32]
 
 
 def add_lora(model, config: TrainingConfig):
@@ -116,6 +134,10 @@ class TwinTrainer:
         )
         self.state = TrainingState()
         self._cached_lower: torch.Tensor | None = None
+        self.bf16 = use_bf16(config.precision)
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     # --- data order: a seeded permutation per epoch, so a resumed run sees the same batches ---
     def _batch_indices(self, micro_batch: int) -> torch.Tensor:
@@ -142,22 +164,24 @@ class TwinTrainer:
             return
         chunks = []
         for start in range(0, len(self.input_ids), 8):
-            chunks.append(self.split.lower(self.input_ids[start : start + 8]))
+            with self._autocast():
+                chunks.append(self.split.lower(self.input_ids[start : start + 8]))
             if on_progress:
                 on_progress(min(start + 8, len(self.input_ids)), len(self.input_ids))
         self._cached_lower = torch.cat(chunks)
 
     def _micro_step(self, indices: torch.Tensor) -> float:
         ids = self.input_ids[indices]
-        if self._cached_lower is not None:
-            logits = self.split.upper_logits(self._cached_lower[indices])
-        elif self.split.cut > 0:
-            logits = self.split.upper_logits(self.split.lower(ids))
-        else:
-            logits = self.model(input_ids=ids).logits
-        loss = next_token_loss(logits, ids)
+        with self._autocast():
+            if self._cached_lower is not None:
+                logits = self.split.upper_logits(self._cached_lower[indices])
+            elif self.split.cut > 0:
+                logits = self.split.upper_logits(self.split.lower(ids))
+            else:
+                logits = self.model(input_ids=ids).logits
+            loss = next_token_loss(logits.float(), ids)
         (loss / self.config.grad_accum).backward()
-        return float(loss)
+        return loss.item()
 
     def _done(self) -> bool:
         if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
