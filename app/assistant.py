@@ -14,6 +14,7 @@ from app.errors import LanternError
 from app.home import DataHome
 from app.memory import Memory, secret_from_environment
 from app.model_store import ModelStore
+from app.twins import TwinStore
 from rag.retrieval import RetrievalHit
 
 
@@ -61,6 +62,7 @@ class Assistant:
         self.config: Config = load_config(self.home.config_file)
         self.models = ModelStore(self.home)
         self.models.ensure_default_registered()
+        self.twins = TwinStore(self.home)
         self._conversations: ConversationStore | None = None
         self._engines: dict[str, Engine] = {}
         self.memory = Memory(
@@ -76,16 +78,29 @@ class Assistant:
         return self._conversations
 
     def engine(self, model: str | None = None) -> Engine:
-        """The loaded engine for ``model`` (default from config), loading it on first use."""
+        """The loaded engine for ``model`` (default from config), loading it on first use. A twin's
+        name gives its base model with the twin's adapter applied."""
         name = model or self.config.default_model
         if name not in self._engines:
-            entry = self.models.get(name)
+            adapter, scale = None, 1.0
+            if self.twins.exists(name) and name not in {e.name for e in self.models.list()}:
+                twin = self.twins.get(name)
+                if not twin.trained:
+                    raise LanternError(
+                        f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'"
+                    )
+                adapter, scale, name_in_store = self.twins.adapter_path(name), twin.scale, twin.base_model
+            else:
+                name_in_store = name
+            entry = self.models.get(name_in_store)
             runtime = self.config.runtime
             self._engines[name] = Engine(
                 entry.path,
                 context_length=runtime.context_length,
                 threads=runtime.threads,
                 batch_size=runtime.batch_size,
+                lora_path=adapter,
+                lora_scale=scale,
             )
         return self._engines[name]
 

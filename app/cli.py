@@ -60,6 +60,9 @@ def _trim_note(dropped: int) -> str:
 
 generation_options = [
     click.option("--model", "-m", help="Model name from 'lantern models list'."),
+    click.option(
+        "--twin", help="Answer as your twin (from 'lantern twin list'): its base model plus adapter."
+    ),
     click.option("--max-tokens", type=int, help="Longest answer, in tokens."),
     click.option("--temperature", "-t", type=float, help="0 for the most likely answer."),
     click.option("--top-p", type=float, help="Nucleus sampling cut-off, in (0, 1]."),
@@ -72,6 +75,12 @@ generation_options = [
     ),
     click.option("--no-memory", is_flag=True, help="Do not look in your notes for this answer."),
 ]
+
+
+def _model_or_twin(model: str | None, twin: str | None) -> str | None:
+    if model and twin:
+        raise LanternError("give --model or --twin, not both (a twin runs on its own base model)")
+    return twin or model
 
 
 def with_generation_options(command):
@@ -109,6 +118,7 @@ def ask(
     ctx,
     prompt,
     model,
+    twin,
     max_tokens,
     temperature,
     top_p,
@@ -120,6 +130,7 @@ def ask(
     as_json,
 ):
     """Answer PROMPT (or stdin), streaming the answer to stdout."""
+    model = _model_or_twin(model, twin)
     prompt = _read_prompt(prompt)
     assistant = _assistant(ctx)
     settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
@@ -173,10 +184,11 @@ def ask(
 @cli.command()
 @with_generation_options
 @click.pass_context
-def chat(ctx, model, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory):
+def chat(ctx, model, twin, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory):
     """A line-based chat for terminals without the TUI. /help lists commands."""
     from app.repl import run_repl
 
+    model = _model_or_twin(model, twin)
     assistant = _assistant(ctx)
     settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     conversation = _pick_conversation(assistant, continue_, conversation_id)
@@ -319,8 +331,9 @@ from app.convert_cli import convert, eval_group, quantize  # noqa: E402
 from app.memory_cli import memory  # noqa: E402  (the groups register themselves below)
 from app.serve_cli import devices, pair, serve  # noqa: E402
 from app.tunnel_cli import tunnel  # noqa: E402
+from app.twin_cli import twin  # noqa: E402
 
-for command in (memory, serve, pair, devices, tunnel, convert, quantize, eval_group):
+for command in (memory, serve, pair, devices, tunnel, convert, quantize, eval_group, twin):
     cli.add_command(command)
 
 

@@ -152,8 +152,13 @@ class Engine:
         threads: int = 0,
         batch_size: int = 512,
         reuse_prefix: bool = True,
+        lora_path: Path | None = None,
+        lora_scale: float = 1.0,
     ):
+        """``lora_path``: a llama.cpp LoRA adapter (a twin) applied on top of the model."""
         self.model_path = Path(model_path)
+        self.lora_path = lora_path
+        self.lora_scale = lora_scale
         self.reuse_prefix = reuse_prefix
         self.threads = threads or os.cpu_count() or 1
         self.llm = self._load(context_length, batch_size)
@@ -168,6 +173,9 @@ class Engine:
         self._lock = threading.Lock()
 
     def _load(self, context_length: int, batch_size: int) -> llama_cpp.Llama:
+        adapter = {}
+        if self.lora_path is not None:
+            adapter = {"lora_path": str(self.lora_path), "lora_scale": self.lora_scale}
         try:
             return llama_cpp.Llama(
                 model_path=str(self.model_path),
@@ -176,6 +184,7 @@ class Engine:
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
                 verbose=False,
+                **adapter,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LanternError(f"llama.cpp could not load {self.model_path}: {exc}") from None

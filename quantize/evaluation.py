@@ -7,6 +7,7 @@ window - stride tokens of context (the first window scores from its second token
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -48,6 +49,7 @@ class EvalSettings:
     threads: int = 0
     lora_path: str | None = None  # an adapter applied to every model measured (the twin)
     lora_scale: float = 1.0
+    shrink_for_short_text: bool = False  # a short text gets a smaller window instead of an error
 
 
 def _open(path: Path, settings: EvalSettings, all_logits: bool):
@@ -74,11 +76,21 @@ def _open(path: Path, settings: EvalSettings, all_logits: bool):
     raise ConversionError(f"llama.cpp could not load {path}: {failure}\n{output.tail()}")
 
 
+def fitted(settings: EvalSettings, n_tokens: int) -> EvalSettings:
+    """The settings, with the window halved until two strides fit in a short text (at least 32)."""
+    window = settings.window
+    while settings.shrink_for_short_text and window > 32 and n_tokens < window:
+        window //= 2
+    if window == settings.window:
+        return settings
+    return dataclasses.replace(settings, window=window, stride=window // 2)
+
+
 def _tokens(llm, text: str, settings: EvalSettings) -> list[int]:
     if not text.strip():
         raise ConversionError("the evaluation text is empty")
     tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[: settings.max_tokens]
-    if len(tokens) < 2 * settings.stride:
+    if len(tokens) < 2 * fitted(settings, len(tokens)).stride:
         raise ConversionError(
             f"the evaluation text has {len(tokens)} tokens; give at least {2 * settings.stride} "
             "(a few pages) for a meaningful perplexity"
@@ -123,6 +135,7 @@ def measure_perplexity(path: Path, name: str, text: str, settings: EvalSettings,
     llm = _open(path, settings, all_logits=True)
     try:
         tokens = _tokens(llm, text, settings)
+        settings = fitted(settings, len(tokens))
         nll, scored = 0.0, 0
         for start, end, first in windows(len(tokens), settings.window, settings.stride):
             window = tokens[start:end]

@@ -1,0 +1,297 @@
+"""`lantern twin ...`: build a personal twin from notes, measure it, chat with it (`ask --twin`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+from app.cli_context import assistant_from
+from app.errors import LanternError
+from app.formatting import human_bytes
+from app.model_store import check_model_name
+from app.twins import TwinRecord
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def twin():
+    """Your twin: a LoRA adapter trained on your notes, run on top of a base model."""
+
+
+@twin.command("dataset")
+@click.argument("notes", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the dataset.")
+@click.option("--base", help="Model whose tokenizer counts the tokens (default: the default model).")
+@click.option("--seq-len", default=256, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def twin_dataset(ctx, notes, out, base, seq_len, seed, as_json):
+    """Build the training and held-out samples from NOTES and show their counts and tokens."""
+    from quantize.twin.dataset import build_dataset, save_dataset
+
+    dataset = build_dataset(notes, seed=seed)
+    tokenizer = _tokenizer(ctx, base)
+    summary = save_dataset(dataset, out, tokenizer, seq_len)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    for split in ("train", "heldout"):
+        c = summary["counts"][split]
+        click.echo(
+            f"{split:<8} {c['files']:>4} files  {c['text']:>5} passages  {c['chat']:>5} chat samples  "
+            f"{c['tokens']:>9,} tokens  {c['sequences']:>6} sequences of {seq_len}"
+        )
+    click.echo(
+        f"dropped {summary['counts']['duplicates_dropped']} duplicate passages; "
+        f"skipped {summary['counts']['skipped_files']} files; written to {out}"
+    )
+
+
+def _tokenizer(ctx, base: str | None):
+    from quantize.sources import resolve_source
+    from quantize.torch_bridge import offline_transformers
+
+    assistant = assistant_from(ctx)
+    source = resolve_source(base or assistant.config.default_model, assistant.models)
+    transformers = offline_transformers()
+    if source.kind == "gguf":
+        return transformers.AutoTokenizer.from_pretrained(str(source.path.parent), gguf_file=source.path.name)
+    return transformers.AutoTokenizer.from_pretrained(str(source.path))
+
+
+@twin.command("build")
+@click.argument("notes", type=click.Path(path_type=Path))
+@click.option("--name", default="twin", show_default=True, help="The twin's name.")
+@click.option("--base", help="Base model in the store (default: the default model).")
+@click.option("--rank", default=16, show_default=True)
+@click.option("--alpha", default=32.0, show_default=True)
+@click.option("--train-layers", default=10, show_default=True, help="LoRA on the top N layers (0: all).")
+@click.option("--steps", type=int, help="Optimizer steps.")
+@click.option("--minutes", type=float, help="Train for this long instead of --steps.")
+@click.option("--seq-len", default=256, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--grad-accum", default=1, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the twin's last checkpoint.")
+@click.option("--merge", is_flag=True, help="Also write a merged model, re-quantized to the base's type.")
+@click.pass_context
+def twin_build(ctx, notes, name, base, resume, merge, **options):
+    """Fine-tune a twin on NOTES (LoRA); Ctrl+C saves a checkpoint, --resume continues it."""
+    from quantize.sources import resolve_source
+    from quantize.twin.builder import build_twin
+    from quantize.twin.trainer import TrainingConfig
+
+    assistant = assistant_from(ctx)
+    check_model_name(name)
+    if not resume and assistant.twins.exists(name):
+        raise LanternError(f"a twin named {name!r} exists; continue it with --resume or remove it first")
+    if any(e.name == name for e in assistant.models.list()):
+        raise LanternError(f"{name!r} is a model's name in the store; choose another twin name")
+    base = base or (assistant.twins.get(name).base_model if resume else assistant.config.default_model)
+    source = resolve_source(base, assistant.models)
+    config = TrainingConfig(
+        rank=options["rank"],
+        alpha=options["alpha"],
+        train_layers=options["train_layers"],
+        sequence_length=options["seq_len"],
+        batch_size=options["batch_size"],
+        grad_accum=options["grad_accum"],
+        learning_rate=options["lr"],
+        max_steps=options["steps"],
+        max_minutes=options["minutes"],
+        seed=options["seed"],
+        precision=options["precision"],
+    )
+    record = assistant.twins.get(name) if resume else TwinRecord(name, base, str(Path(notes).resolve()))
+    assistant.twins.save(record)
+    bar = _ProgressBar(config)
+    try:
+        build = build_twin(
+            Path(notes), source, assistant.twins.folder(name), name, config, resume, _say, bar.update
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        _say(
+            "Stopped; the checkpoint is saved. Continue with: "
+            f"lantern twin build {notes} --name {name} --resume"
+        )
+        raise SystemExit(130) from None
+    bar.close()
+    result = build.result
+    record.trained = True
+    record.training = {
+        "steps": result.state.step,
+        "tokens": result.state.tokens_seen,
+        "train_seconds": round(result.state.elapsed_seconds, 1),
+        "cache_seconds": round(result.cache_seconds, 1),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "final_loss": round(result.state.losses[-1], 4) if result.state.losses else None,
+        "bf16": result.bf16,
+        "rank": config.rank,
+        "alpha": config.alpha,
+        "train_layers": config.train_layers,
+        "seq_len": config.sequence_length,
+        "seed": config.seed,
+    }
+    if merge:
+        record.merged_model = _merge(assistant, build, source, name)
+    assistant.twins.save(record)
+    click.echo(
+        f"Twin {name}: {result.state.step} steps, {result.state.tokens_seen:,} tokens at "
+        f"{result.tokens_per_second:.0f} tokens/s, adapter for {result.adapted_matrices} matrices. "
+        f'Chat with it: lantern ask --twin {name} "..."'
+    )
+
+
+def _merge(assistant, build, source, name: str) -> str:
+    from quantize.gguf_export import write_gguf
+    from quantize.quant_types import FLOAT_TYPES, QUANT_TYPES
+    from quantize.quantizer import quantize_gguf
+
+    base_type = source.summary.quantization if source.summary else "F16"
+    merged_name = f"{name}-merged"
+    _say(f"Merging the adapter into {source.name} and writing {base_type}...")
+    merged = build.peft_model.merge_and_unload()
+    with assistant.models.new_model_file(merged_name) as out:
+        if base_type in FLOAT_TYPES:
+            write_gguf(merged, out, base_type, carried=build.torch_model.carried_metadata, name=merged_name)
+        else:
+            with tempfile.TemporaryDirectory(prefix="lantern-merge-") as scratch:
+                f16 = Path(scratch) / "merged-f16.gguf"
+                write_gguf(merged, f16, "F16", carried=build.torch_model.carried_metadata, name=merged_name)
+                quant = QUANT_TYPES.get(base_type, QUANT_TYPES["Q8_0"])
+                quantize_gguf(f16, True, out, quant)
+    _say(f"Merged model in the store as {merged_name}.")
+    return merged_name
+
+
+class _ProgressBar:
+    """tqdm's bar with loss and tokens/s, opened at the first step (after the loading messages)."""
+
+    def __init__(self, config):
+        self._config = config
+        self._bar = None
+        self._by_steps = config.max_steps is not None
+
+    def update(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            config = self._config
+            total = config.max_steps if self._by_steps else int(config.max_minutes * 60)
+            self._bar = tqdm(total=total, unit="step" if self._by_steps else "s", desc="training")
+        done = progress.step if self._by_steps else int(progress.elapsed_seconds)
+        self._bar.update(max(0, min(done, self._bar.total) - self._bar.n))
+        self._bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{progress.tokens_per_second:.0f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@twin.command("eval")
+@click.argument("name")
+@click.option(
+    "--text", "text_file", type=click.Path(path_type=Path), help="Text to score (default: held-out notes)."
+)
+@click.option("--max-tokens", default=8192, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def twin_eval(ctx, name, text_file, max_tokens, as_json):
+    """Perplexity of the base and of the twin (adapter applied in llama.cpp) on held-out notes."""
+    from quantize.evaluation import EvalSettings, measure_perplexity
+
+    assistant = assistant_from(ctx)
+    record = assistant.twins.get(name)
+    if not record.trained:
+        raise LanternError(f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'")
+    base = assistant.models.get(record.base_model)
+    text = _eval_text(assistant.twins.folder(name), text_file)
+    settings = EvalSettings(window=512, stride=256, max_tokens=max_tokens, shrink_for_short_text=True)
+    adapter = assistant.twins.adapter_path(name)
+    base_result = measure_perplexity(base.path, record.base_model, text, settings, speed=False)
+    twin_settings = dataclasses.replace(settings, lora_path=str(adapter), lora_scale=record.scale)
+    twin_result = measure_perplexity(base.path, name, text, twin_settings, speed=False)
+    report = {
+        "base_ppl": base_result.perplexity,
+        "twin_ppl": twin_result.perplexity,
+        "reduction": 1 - twin_result.perplexity / base_result.perplexity,
+        "tokens_scored": twin_result.tokens_scored,
+        "text": str(text_file) if text_file else "held-out notes",
+        "adapter_size": adapter.stat().st_size,
+    }
+    record.results = report
+    assistant.twins.save(record)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(
+        f"{report['text']}: perplexity {report['base_ppl']:.3f} (base {record.base_model}) -> "
+        f"{report['twin_ppl']:.3f} (twin {name}), {report['reduction']:.1%} lower, over "
+        f"{report['tokens_scored']} tokens; adapter {human_bytes(report['adapter_size'])}"
+    )
+    _samples_side_by_side(assistant, record, name)
+
+
+def _eval_text(twin_dir: Path, text_file: Path | None) -> str:
+    if text_file is not None:
+        try:
+            return text_file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise LanternError(f"{text_file} is not UTF-8 text") from None
+    heldout = twin_dir / "dataset" / "heldout.jsonl"
+    samples = [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines() if line]
+    text = "\n\n".join(s["text"] for s in samples if s["kind"] == "text")
+    if not text:
+        raise LanternError("this twin has no held-out notes (too few files); pass --text FILE")
+    return text
+
+
+def _samples_side_by_side(assistant, record: TwinRecord, name: str) -> None:
+    heldout = assistant.twins.folder(name) / "dataset" / "heldout.jsonl"
+    prompts = [
+        json.loads(line)["prompt"]
+        for line in heldout.read_text(encoding="utf-8").splitlines()
+        if line and json.loads(line)["kind"] == "chat"
+    ][:2]
+    settings = assistant.settings(max_tokens=60, temperature=0)
+    for prompt in prompts:
+        click.echo(f"\n> {prompt}")
+        for label, model in (("base", record.base_model), ("twin", name)):
+            turn = assistant.ask(prompt, model=model, settings=settings, use_memory=False)
+            text = "".join(turn).strip().replace("\n", " ")
+            click.echo(f"  [{label}] {text}")
+
+
+@twin.command("list")
+@click.pass_context
+def twin_list(ctx):
+    """The twins, their base model and last measured perplexities."""
+    records = assistant_from(ctx).twins.list()
+    if not records:
+        click.echo("No twins yet. Build one with 'lantern twin build NOTES'.")
+    for r in records:
+        measured = ""
+        if r.results:
+            measured = f"  ppl {r.results['base_ppl']:.2f} -> {r.results['twin_ppl']:.2f}"
+        state = "trained" if r.trained else "unfinished"
+        click.echo(f"{r.name:<20} base {r.base_model:<28} {state}{measured}")
+
+
+@twin.command("rm")
+@click.argument("name")
+@click.pass_context
+def twin_rm(ctx, name):
+    """Remove a twin (its adapter, dataset and checkpoint); a merged model stays in the store."""
+    assistant_from(ctx).twins.remove(name)
+    click.echo(f"Removed twin {name}.")

@@ -1,0 +1,75 @@
+"""The twin registry: each twin is a folder in the data home with its adapter, dataset, checkpoint
+and a twin.json that names the base model it adapts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.atomic import atomic_write_text
+from app.errors import LanternError
+from app.home import DataHome
+from app.model_store import check_model_name
+
+ADAPTER_FILE = "adapter.gguf"
+RECORD_FILE = "twin.json"
+
+
+@dataclass
+class TwinRecord:
+    name: str
+    base_model: str  # a name in the model store
+    notes: str  # the notes folder it was built from
+    created_at: str = ""
+    scale: float = 1.0  # how strongly the adapter is applied at run time
+    trained: bool = False  # an adapter has been exported
+    merged_model: str | None = None  # the store name of the merged, re-quantized model, if built
+    training: dict = field(default_factory=dict)  # settings and measured speed
+    results: dict = field(default_factory=dict)  # held-out perplexities
+
+
+class TwinStore:
+    def __init__(self, home: DataHome):
+        self.root = home.root / "twins"
+
+    def folder(self, name: str) -> Path:
+        return self.root / check_model_name(name)
+
+    def adapter_path(self, name: str) -> Path:
+        return self.folder(name) / ADAPTER_FILE
+
+    def exists(self, name: str) -> bool:
+        return (self.folder(name) / RECORD_FILE).is_file()
+
+    def get(self, name: str) -> TwinRecord:
+        path = self.folder(name) / RECORD_FILE
+        if not path.is_file():
+            known = ", ".join(t.name for t in self.list()) or "none"
+            raise LanternError(
+                f"no twin named {name!r} (known: {known}); "
+                f"build one with 'lantern twin build NOTES --name {name}'"
+            )
+        try:
+            return TwinRecord(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise LanternError(f"{path} is damaged ({exc}); remove the twin and build it again") from None
+
+    def save(self, record: TwinRecord) -> None:
+        folder = self.folder(record.name)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not record.created_at:
+            record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        atomic_write_text(folder / RECORD_FILE, json.dumps(asdict(record), indent=2))
+
+    def list(self) -> list[TwinRecord]:
+        if not self.root.is_dir():
+            return []
+        return [self.get(p.parent.name) for p in sorted(self.root.glob(f"*/{RECORD_FILE}"))]
+
+    def remove(self, name: str) -> TwinRecord:
+        record = self.get(name)
+        shutil.rmtree(self.folder(name))
+        return record

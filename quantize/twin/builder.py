@@ -1,0 +1,81 @@
+"""One twin build, start to end: notes -> dataset -> torch base + LoRA -> training -> GGUF adapter
+(and, on request, a merged model re-quantized to the base's type)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.atomic import atomic_output_path
+from quantize.sources import ModelSource
+from quantize.torch_bridge import TorchModel, load_torch_model
+from quantize.twin.adapter_export import export_lora_gguf
+from quantize.twin.dataset import TwinDataset, build_dataset, pack, save_dataset
+from quantize.twin.trainer import TrainingConfig, TrainingProgress, TrainingState, TwinTrainer, add_lora
+
+
+@dataclass(frozen=True)
+class TwinBuildResult:
+    dataset: TwinDataset
+    state: TrainingState
+    train_sequences: int
+    cache_seconds: float
+    adapted_matrices: int
+    bf16: bool
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Training tokens per second of training steps (the one-off layer cache excluded)."""
+        return self.state.tokens_seen / max(self.state.elapsed_seconds, 1e-9)
+
+
+@dataclass
+class TwinBuild:
+    """What a build keeps in memory after training: the torch twin, for merging and evaluation."""
+
+    torch_model: TorchModel
+    peft_model: object
+    result: TwinBuildResult
+
+
+def build_twin(
+    notes: Path,
+    base: ModelSource,
+    twin_dir: Path,
+    name: str,
+    config: TrainingConfig,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+) -> TwinBuild:
+    dataset = build_dataset(notes, seed=config.seed)
+    say(f"Loading the base model {base.name} into torch...")
+    torch_model = load_torch_model(base)
+    summary = save_dataset(dataset, twin_dir / "dataset", torch_model.tokenizer, config.sequence_length)
+    train = summary["counts"]["train"]
+    say(
+        f"Dataset: {train['files']} note files for training ({train['text']} passages, {train['chat']} "
+        f"chat samples, {train['tokens']:,} tokens), {len(dataset.heldout.files)} held out"
+    )
+    sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
+    peft_model, cut = add_lora(torch_model.model, config)
+    trainer = TwinTrainer(peft_model, cut, sequences, config, twin_dir)
+    if resume:
+        trainer.load_checkpoint()
+        say(f"Resuming at step {trainer.state.step} ({trainer.state.tokens_seen:,} tokens trained)")
+    precision = "bf16 matrix products" if trainer.bf16 else "fp32"
+    say(
+        f"Training LoRA rank {config.rank} on the top {peft_model.config.num_hidden_layers - cut} of "
+        f"{peft_model.config.num_hidden_layers} layers, {len(sequences)} sequences of "
+        f"{config.sequence_length} tokens, {precision}"
+    )
+    started = time.perf_counter()
+    trainer.cache_lower_layers()
+    cache_seconds = time.perf_counter() - started
+    state = trainer.run(on_progress)
+    with atomic_output_path(twin_dir / "adapter.gguf", mode=0o600) as tmp:
+        adapted = export_lora_gguf(peft_model, tmp, name)
+    result = TwinBuildResult(dataset, state, len(sequences), cache_seconds, adapted, trainer.bf16)
+    return TwinBuild(torch_model, peft_model, result)
