@@ -33,8 +33,12 @@ def lora_pairs(peft_model) -> dict[str, dict[str, np.ndarray]]:
     """HF module name -> {"A": (rank, in), "B": (out, rank)} from a peft model's adapter weights."""
     from peft import get_peft_model_state_dict
 
+    from quantize.twin.trainer import quiet_library_warnings
+
     pairs: dict[str, dict[str, np.ndarray]] = {}
-    for key, tensor in get_peft_model_state_dict(peft_model).items():
+    with quiet_library_warnings():
+        weights = get_peft_model_state_dict(peft_model)
+    for key, tensor in weights.items():
         match = _PEFT_KEY.match(key)
         if match is None:
             raise ConversionError(f"unexpected adapter weight {key!r}: only LoRA A/B matrices are exported")

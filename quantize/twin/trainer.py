@@ -8,9 +8,13 @@ transformers + peft LoRA over every layer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +75,41 @@ class TrainingState:
     losses: list[float] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def quiet_library_warnings():
+    """peft and transformers warn about things that do not apply here (a GGUF base has no
+    config.json to check the vocabulary against; a deprecated name used inside peft)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_at_step_end():
+    """While training, the first SIGINT asks for a clean stop; the previous handler comes back at
+    once, so a second Ctrl+C interrupts immediately."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request(_signum, _frame):
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def use_bf16(precision: str) -> bool:
     """bfloat16 matrix products pay off only where the CPU has native support for them (AMX or
     AVX512-BF16); "auto" times one product of each kind and picks the faster."""
@@ -105,7 +144,8 @@ def add_lora(model, config: TrainingConfig):
         lora_dropout=0.0,
         bias="none",
     )
-    return get_peft_model(model, lora), layers - train_layers
+    with quiet_library_warnings():
+        return get_peft_model(model, lora), layers - train_layers
 
 
 class TwinTrainer:
@@ -191,49 +231,55 @@ class TwinTrainer:
         )
 
     def run(self, on_progress: Callable[[TrainingProgress], None] | None = None) -> TrainingState:
+        """Train until the step or time budget is spent. Ctrl+C stops at the end of the current
+        step, saves a checkpoint and raises KeyboardInterrupt (a second Ctrl+C stops at once)."""
         torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
         self.model.train()
         last_checkpoint = time.monotonic()
-        try:
+        with _stop_at_step_end() as stop:
             while not self._done():
-                started = time.perf_counter()
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self._learning_rate()
-                losses = []
-                for _ in range(self.config.grad_accum):
-                    losses.append(self._micro_step(self._batch_indices(self.state.micro_batches)))
-                    self.state.micro_batches += 1
-                torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                seconds = time.perf_counter() - started
-                tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1]
-                self.state.step += 1
-                self.state.tokens_seen += tokens
-                self.state.elapsed_seconds += seconds
-                self.state.losses.append(sum(losses) / len(losses))
-                if on_progress:
-                    on_progress(
-                        TrainingProgress(
-                            self.state.step,
-                            self.config.max_steps,
-                            self.state.losses[-1],
-                            self.optimizer.param_groups[0]["lr"],
-                            tokens / seconds,
-                            self.state.elapsed_seconds,
-                            self.state.tokens_seen,
-                        )
-                    )
+                self._step(on_progress)
+                if stop.requested:
+                    self.save_checkpoint()
+                    raise KeyboardInterrupt
                 if time.monotonic() - last_checkpoint >= self.config.checkpoint_seconds:
                     self.save_checkpoint()
                     last_checkpoint = time.monotonic()
-        except KeyboardInterrupt:
-            self.optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped, not applied
-            self.save_checkpoint()
-            raise
         self.model.eval()
         self.save_checkpoint()
         return self.state
+
+    def _step(self, on_progress) -> None:
+        started = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate()
+        losses = []
+        for micro in range(self.config.grad_accum):
+            losses.append(
+                self._micro_step(self._batch_indices(self.state.step * self.config.grad_accum + micro))
+            )
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1]
+        self.state.step += 1
+        self.state.micro_batches = self.state.step * self.config.grad_accum
+        self.state.tokens_seen += tokens
+        self.state.elapsed_seconds += seconds
+        self.state.losses.append(sum(losses) / len(losses))
+        if on_progress:
+            on_progress(
+                TrainingProgress(
+                    self.state.step,
+                    self.config.max_steps,
+                    self.state.losses[-1],
+                    self.optimizer.param_groups[0]["lr"],
+                    tokens / seconds,
+                    self.state.elapsed_seconds,
+                    self.state.tokens_seen,
+                )
+            )
 
     # --- checkpoints ---
     def save_checkpoint(self) -> Path:
@@ -241,8 +287,10 @@ class TwinTrainer:
 
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / CHECKPOINT
+        with quiet_library_warnings():
+            adapter_weights = get_peft_model_state_dict(self.model)
         payload = {
-            "lora": get_peft_model_state_dict(self.model),
+            "lora": adapter_weights,
             "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
             "config": asdict(self.config),

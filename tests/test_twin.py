@@ -1,0 +1,257 @@
+"""The twin, as its owner builds it: notes in, a dataset split by file, LoRA training that lowers
+the loss, an adapter llama.cpp applies at the scale asked, Ctrl+C and --resume, clear refusals.
+Small step counts on the real SmolLM2; the full-length build is measured in bench/bench_twin.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import gguf
+import numpy as np
+import pytest
+
+from tests.conftest import LANTERN
+
+TOPICS = [
+    "assert",
+    "class",
+    "for",
+    "while",
+    "with",
+    "try",
+    "if",
+    "import",
+    "lambda",
+    "return",
+    "yield",
+    "del",
+]
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("notes")
+    for topic in TOPICS:
+        (folder / f"{topic}.md").write_text(f"# {topic}\n\n{topics[topic]}", encoding="utf-8")
+    (folder / "copy-of-class.md").write_text(f"# class\n\n{topics['class']}", encoding="utf-8")  # a duplicate
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    (folder / ".obsidian").mkdir()
+    (folder / ".obsidian" / "workspace.md").write_text("# hidden\n\napp settings, not a note " * 5)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def twin_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("twin-home")
+
+
+def lantern(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LANTERN_HOME": str(home)}
+    return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_dataset_is_split_by_file_and_deduplicated(notes):
+    from quantize.twin.dataset import build_dataset
+
+    dataset = build_dataset(notes, seed=0)
+    train, heldout = set(dataset.train.files), set(dataset.heldout.files)
+    assert train and heldout and not train & heldout
+    assert {s.source for s in dataset.train.samples} <= train
+    assert {s.source for s in dataset.heldout.samples} <= heldout
+    assert dataset.duplicates_dropped >= 1  # the copied note
+    assert any("scan.pdf" in path for path, _ in dataset.skipped)
+    assert not any(".obsidian" in f for f in train | heldout)
+    chat = [s for s in dataset.train.samples if s.kind == "chat"]
+    assert chat and all(s.prompt and s.text for s in chat)
+    assert build_dataset(notes, seed=0) == dataset  # the same notes and seed give the same split
+
+
+def test_twin_dataset_command_shows_counts_and_tokens(notes, twin_home, tmp_path):
+    result = lantern(twin_home, "twin", "dataset", str(notes), "--out", str(tmp_path / "ds"), "--json")
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["train"]["tokens"] > 5000 and counts["heldout"]["tokens"] > 0
+    assert (tmp_path / "ds" / "train.jsonl").is_file() and (tmp_path / "ds" / "heldout.jsonl").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained(notes, bundled_model, tmp_path_factory):
+    """A few real training steps on the notes, in process, with everything a test needs after."""
+    import torch
+
+    from quantize.sources import gguf_source
+    from quantize.torch_bridge import load_torch_model
+    from quantize.twin.adapter_export import export_lora_gguf
+    from quantize.twin.dataset import build_dataset, pack
+    from quantize.twin.split_model import SplitLlama
+    from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora
+
+    torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
+    ids = torch.tensor([torch_model.tokenizer.encode(topics["class"], add_special_tokens=False)[:64]])
+    with torch.no_grad():
+        full_logits = torch_model.model(input_ids=ids).logits
+        split = SplitLlama(torch_model.model, cut=20)
+        split_logits = split.upper_logits(split.lower(ids))
+    config = TrainingConfig(rank=8, alpha=16, train_layers=4, max_steps=10, learning_rate=3e-3, seed=0)
+    sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, config.sequence_length)
+    peft_model, cut = add_lora(torch_model.model, config)
+    folder = tmp_path_factory.mktemp("trained")
+    trainer = TwinTrainer(peft_model, cut, sequences[:16], config, folder)
+    trainer.cache_lower_layers()
+    state = trainer.run()
+    adapter = folder / "adapter.gguf"
+    adapted = export_lora_gguf(peft_model, adapter, "test-twin")
+    with torch.no_grad():
+        twin_logits = peft_model(input_ids=ids).logits[0].float().numpy()
+    return {
+        "full": full_logits,
+        "split": split_logits,
+        "state": state,
+        "adapter": adapter,
+        "adapted": adapted,
+        "ids": ids[0].tolist(),
+        "base_logits": full_logits[0].float().numpy(),
+        "twin_logits": twin_logits,
+    }
+
+
+def test_the_cached_lower_layers_compute_the_same_logits(trained):
+    assert np.allclose(trained["full"].numpy(), trained["split"].numpy(), atol=1e-3)
+
+
+def test_a_few_training_steps_lower_the_loss(trained):
+    losses = trained["state"].losses
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
+
+
+def _llama_logits(model: Path, ids: list[int], adapter: Path | None, scale: float) -> np.ndarray:
+    import llama_cpp
+
+    extra = {"lora_path": str(adapter), "lora_scale": scale} if adapter else {}
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, logits_all=True, verbose=False, **extra)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+
+
+def test_the_adapter_loads_in_llama_cpp_and_scales(trained, bundled_model):
+    reader = gguf.GGUFReader(trained["adapter"])
+    assert reader.get_field("general.type").contents() == "adapter"
+    assert reader.get_field("adapter.lora.alpha").contents() == 16
+    assert len(reader.tensors) == 2 * trained["adapted"] == 2 * 4 * 7  # A and B, 4 layers x 7 matrices
+
+    ids = trained["ids"]
+    base = _llama_logits(bundled_model, ids, None, 1.0)
+    full = _llama_logits(bundled_model, ids, trained["adapter"], 1.0) - base
+    half = _llama_logits(bundled_model, ids, trained["adapter"], 0.5) - base
+    assert np.abs(full).mean() > 0.05  # the adapter changes the model
+    # Scale 0.5 moves the logits half as far (the change is near-linear for a small adapter).
+    assert np.abs(half - 0.5 * full).mean() < 0.2 * np.abs(0.5 * full).mean()
+    # And the change is the one the torch twin makes: same direction, same size.
+    torch_change = trained["twin_logits"] - trained["base_logits"]
+    assert np.corrcoef(torch_change.ravel(), full.ravel())[0, 1] > 0.9
+    assert np.abs(full).mean() == pytest.approx(np.abs(torch_change).mean(), rel=0.2)
+
+
+def _adapter_tensors(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
+
+
+def test_build_resume_and_chat_with_the_twin(notes, twin_home):
+    build = ["twin", "build", str(notes), "--steps", "6", "--train-layers", "2", "--rank", "4", "--seed", "3"]
+    straight = lantern(twin_home, *build, "--name", "straight")
+    assert straight.returncode == 0, straight.stderr
+    assert "Twin straight: 6 steps" in straight.stdout
+
+    # Interrupt a second build of the same twin after its second step, then resume it.
+    env = {**os.environ, "LANTERN_HOME": str(twin_home)}
+    process = subprocess.Popen(
+        [str(LANTERN), *build, "--name", "resumed"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr = ""
+    deadline = time.monotonic() + 300
+    while "2/6" not in stderr:
+        assert time.monotonic() < deadline and process.poll() is None, stderr
+        stderr += os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr + rest
+    assert "--resume" in rest
+    checkpoint = twin_home / "twins" / "resumed" / "checkpoint.pt"
+    assert checkpoint.is_file()
+
+    resumed = lantern(twin_home, *build, "--name", "resumed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming at step" in resumed.stderr
+    assert "Twin resumed: 6 steps" in resumed.stdout
+    a = _adapter_tensors(twin_home / "twins" / "straight" / "adapter.gguf")
+    b = _adapter_tensors(twin_home / "twins" / "resumed" / "adapter.gguf")
+    assert a.keys() == b.keys()
+    assert all(np.allclose(a[name], b[name], atol=1e-6) for name in a)  # nothing lost, nothing repeated
+
+    answer = lantern(
+        twin_home,
+        "ask",
+        "--twin",
+        "straight",
+        "What is the capital of France? Answer in one word.",
+        "-t",
+        "0",
+        "--no-memory",
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip()
+
+    report = lantern(twin_home, "twin", "eval", "straight", "--json")
+    assert report.returncode == 0, report.stderr
+    measured = json.loads(report.stdout)
+    assert measured["base_ppl"] > 1 and measured["twin_ppl"] > 1 and measured["tokens_scored"] > 0
+
+
+def test_bad_inputs_get_clear_errors(twin_home, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "photo.jpg").write_bytes(bytes(range(256)) * 4)
+    (binary / "notes.txt").write_bytes(b"\x00\x01\x02 binary pretending to be text")
+    gpt2 = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(gpt2, "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# a\n\n" + topics["assert"])
+
+    cases = [
+        (["twin", "build", str(empty), "--steps", "1"], "no readable notes"),
+        (["twin", "build", str(binary), "--steps", "1"], "binary"),
+        (["twin", "build", str(tmp_path / "missing"), "--steps", "1"], "does not exist"),
+        (["twin", "build", str(notes), "--steps", "1", "--base", str(gpt2)], "'gpt2' model"),
+        (["twin", "build", str(notes)], "--steps N or --minutes M"),
+        (["twin", "build", str(notes), "--steps", "1", "--name", "../x"], "invalid model name"),
+        (["twin", "eval", "nobody"], "no twin named 'nobody'"),
+        (["ask", "--twin", "nobody", "hi"], "no model named 'nobody'"),
+    ]
+    for args, message in cases:
+        result = lantern(twin_home, *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
