@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ def _replacing(path: Path, mode: int) -> Iterator[BinaryIO]:
     """Yield a temp file beside ``path``; once it is written and synced, rename it over ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fcntl.flock(fd, fcntl.LOCK_EX)  # marks the temp file as being written (see is_abandoned)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -58,7 +60,7 @@ def atomic_output_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
     it becomes ``path`` only if the block succeeds, and is removed otherwise."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held while the writer works: the file is not abandoned
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -68,4 +70,22 @@ def atomic_output_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     _fsync_dir(path.parent)
+
+
+def is_abandoned(temp_file: Path) -> bool:
+    """Whether a temp file left by an atomic write has no live writer (its process died): writers
+    hold an exclusive lock on it until they rename or remove it."""
+    try:
+        fd = os.open(temp_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

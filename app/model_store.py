@@ -11,12 +11,11 @@ import dataclasses
 import fcntl
 import json
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.atomic import atomic_copy, atomic_output_path, atomic_write_text
+from app.atomic import atomic_copy, atomic_output_path, atomic_write_text, is_abandoned
 from app.bundled import bundled_model_path
 from app.config import DEFAULT_MODEL_NAME
 from app.errors import LanternError
@@ -244,12 +243,10 @@ class ModelStore:
 
     def _remove_stale_copies(self) -> None:
         """Delete half-copied files left by a killed `add` (call with the lock held)."""
-        # A file touched in the last minutes may belong to a `convert`/`quantize` still writing.
-        cutoff = time.time() - 15 * 60
+        # A `convert`/`quantize` still writing holds a lock on its temp file: leave that one.
         for leftover in self.home.models_dir.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink(missing_ok=True)
+            if is_abandoned(leftover):
+                leftover.unlink(missing_ok=True)
 
     def remove(self, name: str) -> ModelEntry:
         check_model_name(name)

@@ -51,6 +51,17 @@ def test_the_next_add_clears_copies_left_by_a_killed_add(home, bundled_model):
     assert sorted(p.name for p in (home / "models").iterdir()) == ["copy.gguf"]
 
 
+def test_an_add_leaves_the_temp_file_of_a_conversion_still_writing(home, bundled_model):
+    import fcntl
+
+    run_lantern("models", "list")
+    in_progress = home / "models" / ".quantized.gguf.xyz789.tmp"
+    with open(in_progress, "wb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # as a live `lantern quantize` holds it
+        assert run_lantern("models", "add", str(bundled_model), "--name", "copy").returncode == 0
+        assert in_progress.exists()
+
+
 def test_a_damaged_registry_is_reported_not_overwritten(home):
     run_lantern("models", "list")
     registry = home / "models.json"
