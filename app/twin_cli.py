@@ -119,6 +119,11 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         build = build_twin(
             Path(notes), source, assistant.twins.folder(name), name, config, resume, _say, bar.update
         )
+    except LanternError:
+        bar.close()
+        if not resume:
+            assistant.twins.remove(name)  # nothing was trained: leave no half-made twin behind
+        raise
     except KeyboardInterrupt:
         bar.close()
         _say(
