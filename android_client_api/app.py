@@ -23,6 +23,7 @@ from android_client_api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    FeedbackRequest,
     MemorySearchRequest,
     NoteRequest,
 )
@@ -394,9 +395,21 @@ def create_app(service: LanternService) -> FastAPI:
             "model": c.model,
             "system_prompt": c.system_prompt,
             "messages": [
-                {"role": m.role, "content": m.content, "created_at": m.created_at} for m in c.messages
+                {"id": m.id, "role": m.role, "content": m.content, "created_at": m.created_at}
+                for m in c.messages
             ],
         }
+
+    @api.post("/v1/lantern/feedback", dependencies=authorized, status_code=201)
+    async def feedback(body: FeedbackRequest):
+        """Rate an answer (or give a better one): the pairs `lantern twin tune-prefs` learns from."""
+        try:
+            pair = service.assistant.conversations.add_feedback(
+                body.conversation_id, body.message_id, body.rating, body.edited
+            )
+        except LanternError as exc:
+            raise ApiError(404, str(exc), "answer_not_found") from None
+        return {"conversation_id": pair.conversation_id, "message_id": pair.message_id, "rating": pair.rating}
 
     # --- the web client ------------------------------------------------------------------
 

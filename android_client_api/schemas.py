@@ -107,6 +107,15 @@ class NoteRequest(_Request):
     text: str = Field(min_length=1, max_length=200_000)
 
 
+class FeedbackRequest(_Request):
+    """A thumbs up (+1) or down (-1) on an answer; with ``edited``, the user's better answer."""
+
+    conversation_id: str = Field(min_length=1, max_length=64)
+    message_id: int
+    rating: Literal[-1, 1]
+    edited: str | None = Field(default=None, min_length=1, max_length=200_000)
+
+
 class Citation(BaseModel):
     source: str
     heading: str

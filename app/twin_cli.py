@@ -133,6 +133,8 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         raise SystemExit(130) from None
     bar.close()
     result = build.result
+    if result.adapted_matrices == 0:
+        return  # a helper process under torchrun: the first process writes the adapter and the record
     record.trained = True
     record.training = {
         "steps": result.state.step,
@@ -147,6 +149,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         "train_layers": config.train_layers,
         "seq_len": config.sequence_length,
         "seed": config.seed,
+        "processes": result.processes,
     }
     if merge:
         record.merged_model = _merge(assistant, build, source, name)
@@ -300,3 +303,69 @@ def twin_rm(ctx, name):
     """Remove a twin (its adapter, dataset and checkpoint); a merged model stays in the store."""
     assistant_from(ctx).twins.remove(name)
     click.echo(f"Removed twin {name}.")
+
+
+@twin.command("tune-prefs")
+@click.argument("name")
+@click.option("--steps", default=20, show_default=True)
+@click.option("--beta", default=0.1, show_default=True, help="How close to stay to the twin as built.")
+@click.option("--lr", default=5e-5, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
+    """DPO on your ratings (TUI F6/F7/F9, POST /v1/lantern/feedback), on top of the twin's adapter."""
+    import shutil
+
+    import torch
+    from peft import set_peft_model_state_dict
+
+    from app.atomic import atomic_output_path
+    from quantize.sources import resolve_source
+    from quantize.torch_bridge import load_torch_model
+    from quantize.twin.adapter_export import export_lora_gguf
+    from quantize.twin.dpo import DpoSettings, tune_preferences
+    from quantize.twin.preferences import dpo_pairs
+    from quantize.twin.trainer import CHECKPOINT, TrainingConfig, add_lora
+
+    assistant = assistant_from(ctx)
+    record = assistant.twins.get(name)
+    folder = assistant.twins.folder(name)
+    if not record.trained or not (folder / CHECKPOINT).is_file():
+        raise LanternError(f"twin {name!r} has no trained adapter yet; build it first")
+    found = dpo_pairs(assistant.conversations.preference_pairs())
+    _say(
+        f"{len(found.pairs)} preference pairs "
+        f"({found.unpaired} ratings without a partner answer are not used)"
+    )
+    if not found.pairs:
+        tune_preferences(None, None, [], DpoSettings())  # raises the message that says how to get pairs
+    trained = record.training
+    config = TrainingConfig(
+        rank=trained["rank"],
+        alpha=trained["alpha"],
+        train_layers=trained["train_layers"],
+        max_steps=1,
+        seed=seed,
+    )
+    torch_model = load_torch_model(resolve_source(record.base_model, assistant.models))
+    peft_model, _ = add_lora(torch_model.model, config)
+    set_peft_model_state_dict(peft_model, torch.load(folder / CHECKPOINT, weights_only=False)["lora"])
+    _say(f"Running DPO for {steps} steps (beta {beta})...")
+    report = tune_preferences(
+        peft_model,
+        torch_model.tokenizer,
+        found.pairs,
+        DpoSettings(steps=steps, learning_rate=lr, beta=beta, seed=seed),
+    )
+    before = folder / "adapter-before-prefs.gguf"
+    if not before.exists():
+        shutil.copy2(assistant.twins.adapter_path(name), before)
+    with atomic_output_path(assistant.twins.adapter_path(name), mode=0o600) as tmp:
+        export_lora_gguf(peft_model, tmp, name)
+    record.training["preference_tuning"] = dataclasses.asdict(report)
+    assistant.twins.save(record)
+    click.echo(
+        f"Twin {name} tuned on {report.pairs} pairs in {report.steps} DPO steps "
+        f"(loss {report.first_loss:.4f} -> {report.last_loss:.4f}); the adapter before tuning is kept as "
+        f"{before.name}."
+    )

@@ -255,6 +255,34 @@ def test_memory_citations_notes_and_conversations_for_a_phone(server, client, tm
     missing = httpx.get(server.url + "/v1/lantern/conversations/nope", headers=_auth(server))
     assert missing.status_code == 404
 
+    # A phone rates the first answer by giving a better one: a preference pair for the twin.
+    answer = next(m for m in fetched["messages"] if m["role"] == "assistant")
+    rated = httpx.post(
+        server.url + "/v1/lantern/feedback",
+        headers=_auth(server),
+        json={
+            "conversation_id": conversation_id,
+            "message_id": answer["id"],
+            "rating": -1,
+            "edited": "Anna services the boiler.",
+        },
+    )
+    assert rated.status_code == 201, rated.text
+    pairs = server.service.assistant.conversations.preference_pairs()
+    assert pairs[-1].chosen == "Anna services the boiler." and pairs[-1].rejected == answer["content"]
+    wrong = httpx.post(
+        server.url + "/v1/lantern/feedback",
+        headers=_auth(server),
+        json={"conversation_id": conversation_id, "message_id": -5, "rating": 1},
+    )
+    assert wrong.status_code == 404
+    bad = httpx.post(
+        server.url + "/v1/lantern/feedback",
+        headers=_auth(server),
+        json={"conversation_id": conversation_id, "message_id": answer["id"], "rating": 5},
+    )
+    assert bad.status_code == 422
+
 
 def test_the_committed_openapi_schema_matches_the_app(server):
     from pathlib import Path

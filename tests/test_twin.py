@@ -172,11 +172,20 @@ def _adapter_tensors(path: Path) -> dict[str, np.ndarray]:
     return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
 
 
-def test_build_resume_and_chat_with_the_twin(notes, twin_home):
-    build = ["twin", "build", str(notes), "--steps", "6", "--train-layers", "2", "--rank", "4", "--seed", "3"]
-    straight = lantern(twin_home, *build, "--name", "straight")
+BUILD = ["--steps", "6", "--train-layers", "2", "--rank", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def straight_twin(notes, twin_home) -> str:
+    """A twin built in one go, as most people build it."""
+    straight = lantern(twin_home, "twin", "build", str(notes), *BUILD, "--name", "straight")
     assert straight.returncode == 0, straight.stderr
     assert "Twin straight: 6 steps" in straight.stdout
+    return "straight"
+
+
+def test_build_resume_and_chat_with_the_twin(notes, twin_home, straight_twin):
+    build = ["twin", "build", str(notes), *BUILD]
 
     # Interrupt a second build of the same twin after its second step, then resume it.
     env = {**os.environ, "LANTERN_HOME": str(twin_home)}
@@ -261,3 +270,69 @@ def test_bad_inputs_get_clear_errors(twin_home, tmp_path):
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_preference_tuning_learns_from_ratings(twin_home, straight_twin):
+    from app.assistant import Assistant
+
+    assistant = Assistant(twin_home)
+    try:
+        settings = assistant.settings(max_tokens=16, temperature=0)
+        for question, better in [
+            ("What does assert do?", "It checks a condition and raises AssertionError when it is false."),
+            ("What is a lambda?", "A small anonymous function written as one expression."),
+        ]:
+            turn = assistant.ask(question, settings=settings, use_memory=False)
+            "".join(turn)
+            conversation = assistant.conversations.get(turn.conversation.id)
+            answer = conversation.messages[-1]
+            assistant.conversations.add_feedback(conversation.id, answer.id, -1, edited=better)
+    finally:
+        assistant.close()
+    tuned = lantern(twin_home, "twin", "tune-prefs", straight_twin, "--steps", "2")
+    assert tuned.returncode == 0, tuned.stderr
+    assert "2 preference pairs" in tuned.stderr and "in 2 DPO steps" in tuned.stdout
+    folder = twin_home / "twins" / straight_twin
+    before, after = (
+        _adapter_tensors(folder / "adapter-before-prefs.gguf"),
+        _adapter_tensors(folder / "adapter.gguf"),
+    )
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[name], after[name]) for name in before)
+    answer = lantern(
+        twin_home, "ask", "--twin", straight_twin, "What does assert do?", "-t", "0", "--no-memory"
+    )
+    assert answer.returncode == 0 and answer.stdout.strip()
+
+
+def test_the_trainer_runs_unchanged_under_torchrun(notes, tmp_path):
+    """Two processes on this machine (gloo, DDP): they agree on every step and one writes the twin."""
+    home = tmp_path / "home"
+    env = {**os.environ, "LANTERN_HOME": str(home)}
+    command = [
+        str(LANTERN.parent / "torchrun"),
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "--no-python",
+        str(LANTERN),
+        "twin",
+        "build",
+        str(notes),
+        "--name",
+        "pair",
+        "--steps",
+        "2",
+        "--train-layers",
+        "1",
+        "--rank",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes (DDP over gloo)" in result.stderr
+    assert result.stdout.count("Twin pair: 2 steps") == 1  # the first process reports for both
+    record = json.loads((home / "twins" / "pair" / "twin.json").read_text())
+    assert record["trained"] and record["training"]["processes"] == 2
+    assert (home / "twins" / "pair" / "adapter.gguf").is_file()

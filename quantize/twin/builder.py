@@ -11,9 +11,14 @@ from pathlib import Path
 from app.atomic import atomic_output_path
 from quantize.sources import ModelSource
 from quantize.torch_bridge import TorchModel, load_torch_model
+from quantize.twin import distributed
 from quantize.twin.adapter_export import export_lora_gguf
 from quantize.twin.dataset import TwinDataset, build_dataset, pack, save_dataset
 from quantize.twin.trainer import TrainingConfig, TrainingProgress, TrainingState, TwinTrainer, add_lora
+
+
+def _silent(_message: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class TwinBuildResult:
     cache_seconds: float
     adapted_matrices: int
     bf16: bool
+    processes: int = 1
 
     @property
     def tokens_per_second(self) -> float:
@@ -50,6 +56,8 @@ def build_twin(
     say: Callable[[str], None] = print,
     on_progress: Callable[[TrainingProgress], None] | None = None,
 ) -> TwinBuild:
+    if not distributed.from_environment().is_main:
+        say = _silent  # under torchrun, the first process speaks for all
     dataset = build_dataset(notes, seed=config.seed)
     say(f"Loading the base model {base.name} into torch...")
     torch_model = load_torch_model(base)
@@ -66,6 +74,9 @@ def build_twin(
         trainer.load_checkpoint()
         say(f"Resuming at step {trainer.state.step} ({trainer.state.tokens_seen:,} tokens trained)")
     precision = "bf16 matrix products" if trainer.bf16 else "fp32"
+    if trainer.dist.enabled:
+        precision += f", {trainer.dist.world_size} processes (DDP over gloo)"
+
     say(
         f"Training LoRA rank {config.rank} on the top {peft_model.config.num_hidden_layers - cut} of "
         f"{peft_model.config.num_hidden_layers} layers, {len(sequences)} sequences of "
@@ -75,7 +86,11 @@ def build_twin(
     trainer.cache_lower_layers()
     cache_seconds = time.perf_counter() - started
     state = trainer.run(on_progress)
-    with atomic_output_path(twin_dir / "adapter.gguf", mode=0o600) as tmp:
-        adapted = export_lora_gguf(peft_model, tmp, name)
-    result = TwinBuildResult(dataset, state, len(sequences), cache_seconds, adapted, trainer.bf16)
+    adapted = 0
+    if trainer.dist.is_main:
+        with atomic_output_path(twin_dir / "adapter.gguf", mode=0o600) as tmp:
+            adapted = export_lora_gguf(peft_model, tmp, name)
+    result = TwinBuildResult(
+        dataset, state, len(sequences), cache_seconds, adapted, trainer.bf16, trainer.dist.world_size
+    )
     return TwinBuild(torch_model, peft_model, result)

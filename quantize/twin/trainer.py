@@ -23,6 +23,7 @@ import torch
 
 from app.atomic import atomic_output_path
 from quantize.errors import ConversionError
+from quantize.twin import distributed
 from quantize.twin.split_model import SplitLlama, next_token_loss
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -83,6 +84,18 @@ def quiet_library_warnings():
         warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         yield
+
+
+class _TrainedPart(torch.nn.Module):
+    """The part of the model a step runs with gradients, as one module (what DDP wraps)."""
+
+    def __init__(self, trainer: TwinTrainer):
+        super().__init__()
+        self.model = trainer.model  # registers the LoRA parameters with this module
+        self._trainer = [trainer]  # a list, so the trainer is not registered as a submodule
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._trainer[0].logits_for(indices)
 
 
 class _StopRequest:
@@ -175,18 +188,27 @@ class TwinTrainer:
         self.state = TrainingState()
         self._cached_lower: torch.Tensor | None = None
         self.bf16 = use_bf16(config.precision)
+        self.dist = distributed.from_environment()
+        self._forward = _TrainedPart(self)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._forward = DistributedDataParallel(self._forward)  # averages LoRA gradients over gloo
 
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     # --- data order: a seeded permutation per epoch, so a resumed run sees the same batches ---
     def _batch_indices(self, micro_batch: int) -> torch.Tensor:
-        per_epoch = len(self.input_ids) // self.batch_size
+        """This process's slice of the micro batch (the whole batch when training alone)."""
+        world, rank = self.dist.world_size, self.dist.rank
+        per_epoch = max(1, len(self.input_ids) // (self.batch_size * world))
         epoch, within = divmod(micro_batch, per_epoch)
         order = torch.randperm(
             len(self.input_ids), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         )
-        return order[within * self.batch_size : (within + 1) * self.batch_size]
+        start = (within * world + rank) * self.batch_size
+        return order[(start + torch.arange(self.batch_size)) % len(order)]
 
     def _learning_rate(self) -> float:
         config, step = self.config, self.state.step
@@ -213,33 +235,37 @@ class TwinTrainer:
     def _micro_step(self, indices: torch.Tensor) -> float:
         ids = self.input_ids[indices]
         with self._autocast():
-            if self._cached_lower is not None:
-                logits = self.split.upper_logits(self._cached_lower[indices])
-            elif self.split.cut > 0:
-                logits = self.split.upper_logits(self.split.lower(ids))
-            else:
-                logits = self.model(input_ids=ids).logits
-            loss = next_token_loss(logits.float(), ids)
+            loss = next_token_loss(self._forward(indices).float(), ids)
         (loss / self.config.grad_accum).backward()
         return loss.item()
+
+    def logits_for(self, indices: torch.Tensor) -> torch.Tensor:
+        ids = self.input_ids[indices]
+        if self._cached_lower is not None:
+            return self.split.upper_logits(self._cached_lower[indices])
+        if self.split.cut > 0:
+            return self.split.upper_logits(self.split.lower(ids))
+        return self.model(input_ids=ids).logits
 
     def _done(self) -> bool:
         if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
             return True
-        return (
-            self.config.max_minutes is not None and self.state.elapsed_seconds >= self.config.max_minutes * 60
-        )
+        if self.config.max_minutes is None:
+            return False
+        # Processes stop together: on the slowest one's clock.
+        return self.dist.agree_max(self.state.elapsed_seconds) >= self.config.max_minutes * 60
 
     def run(self, on_progress: Callable[[TrainingProgress], None] | None = None) -> TrainingState:
         """Train until the step or time budget is spent. Ctrl+C stops at the end of the current
         step, saves a checkpoint and raises KeyboardInterrupt (a second Ctrl+C stops at once)."""
-        torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(self.config.threads or max(1, cores // self.dist.world_size))
         self.model.train()
         last_checkpoint = time.monotonic()
         with _stop_at_step_end() as stop:
             while not self._done():
                 self._step(on_progress)
-                if stop.requested:
+                if self.dist.agree_max(stop.requested):
                     self.save_checkpoint()
                     raise KeyboardInterrupt
                 if time.monotonic() - last_checkpoint >= self.config.checkpoint_seconds:
@@ -262,13 +288,13 @@ class TwinTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
-        tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1]
+        tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1] * self.dist.world_size
         self.state.step += 1
         self.state.micro_batches = self.state.step * self.config.grad_accum
         self.state.tokens_seen += tokens
         self.state.elapsed_seconds += seconds
         self.state.losses.append(sum(losses) / len(losses))
-        if on_progress:
+        if on_progress and self.dist.is_main:
             on_progress(
                 TrainingProgress(
                     self.state.step,
@@ -285,8 +311,11 @@ class TwinTrainer:
     def save_checkpoint(self) -> Path:
         from peft import get_peft_model_state_dict
 
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / CHECKPOINT
+        if not self.dist.is_main:  # every process holds the same weights; one writes them
+            self.dist.barrier()
+            return path
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         with quiet_library_warnings():
             adapter_weights = get_peft_model_state_dict(self.model)
         payload = {
@@ -297,6 +326,7 @@ class TwinTrainer:
         }
         with atomic_output_path(path, mode=0o600) as tmp:
             torch.save(payload, tmp)
+        self.dist.barrier()
         return path
 
     def load_checkpoint(self) -> None:
