@@ -62,7 +62,7 @@ def stream_once(base: str, token: str | None, max_tokens: int) -> dict:
     """One streamed chat; returns ttft, decode tokens/s, tokens, error."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {
-        "model": "smollm2-135m-instruct",
+        "model": "served",
         "messages": MESSAGES,
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -176,10 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--model", type=Path, help="A GGUF file to serve instead of the bundled model.")
     args = parser.parse_args()
-    model = bundled_model_path()
+    model = args.model or bundled_model_path()
     home = tempfile.mkdtemp(prefix="lantern-bench-")
     env = {**os.environ, "LANTERN_HOME": home}
+    subprocess.run([str(LANTERN), "models", "add", str(model), "--name", "served"], env=env, check=True)
     token = json.loads(
         subprocess.run(
             [str(LANTERN), "pair", "bench", "--json"], env=env, capture_output=True, check=True
@@ -188,7 +190,7 @@ def main() -> None:
     lantern_port, llama_port = free_port(), free_port()
     servers = [
         subprocess.Popen(
-            [str(LANTERN), "serve", "--port", str(lantern_port), "--slots", "4"],
+            [str(LANTERN), "serve", "--port", str(lantern_port), "--slots", "4", "--model", "served"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

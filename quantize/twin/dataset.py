@@ -66,6 +66,19 @@ def _question(headings: tuple[str, ...], text: str) -> str:
     return f'Continue my note that begins: "{" ".join(words[:12])}"'
 
 
+def _opening(text: str, max_words: int = 150) -> str:
+    """The first paragraphs of a section, up to about ``max_words``: a chat answer in the owner's
+    words that does not repeat the whole passage the text sample already holds."""
+    kept: list[str] = []
+    words = 0
+    for paragraph in re.split(r"\n\s*\n", text):
+        if kept and words + len(paragraph.split()) > max_words:
+            break
+        kept.append(paragraph.strip())
+        words += len(paragraph.split())
+    return "\n\n".join(kept)
+
+
 def _fingerprint(text: str) -> str:
     return hashlib.sha256(" ".join(_WORDS.findall(text.lower())).encode()).hexdigest()
 
@@ -95,7 +108,7 @@ def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1
             seen.add(fingerprint)
             heading_line = f"{'#' * len(headings)} {headings[-1]}\n\n" if headings else ""
             samples.append(TwinSample("text", relative, heading_line + text))
-            samples.append(TwinSample("chat", relative, text, _question(headings, text)))
+            samples.append(TwinSample("chat", relative, _opening(text), _question(headings, text)))
     if not splits[True][1] and len(splits[False][1]) > 1:
         # Too few files for the hash to pick one: hold out the last file, so eval has unseen notes.
         moved = splits[False][1].pop()

@@ -74,6 +74,7 @@ class TrainingState:
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -294,6 +295,7 @@ class TwinTrainer:
         self.state.tokens_seen += tokens
         self.state.elapsed_seconds += seconds
         self.state.losses.append(sum(losses) / len(losses))
+        self.state.step_seconds.append(seconds)
         if on_progress and self.dist.is_main:
             on_progress(
                 TrainingProgress(

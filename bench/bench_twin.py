@@ -1,0 +1,176 @@
+"""The twin on a public corpus: Python's pydoc topics as a user's notes (79 files, held-out split
+by file). Measured side by side in one run:
+
+1. Lantern's twin build (whole command path: dataset, load, layer cache, training, GGUF adapter)
+   in a fixed wall-time budget; held-out perplexity of the base and of the twin, in torch and in
+   llama.cpp with the exported adapter on the bundled Q4_1 base; then the merged model
+   re-quantized to Q4_1.
+2. Plain transformers + peft LoRA over every layer, fp32, same rank, targets, sequence length,
+   batch and learning-rate schedule, for the same wall time.
+3. Training tokens/s of each speed-up alone, a few steps each.
+
+Run: .venv/bin/python bench/bench_twin.py [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pydoc_data.topics import topics  # noqa: E402
+
+import torch  # noqa: E402
+
+from app.bundled import bundled_model_path  # noqa: E402
+from quantize.evaluation import EvalSettings, measure_perplexity  # noqa: E402
+from quantize.gguf_export import write_gguf  # noqa: E402
+from quantize.quant_types import quant_type  # noqa: E402
+from quantize.quantizer import quantize_gguf  # noqa: E402
+from quantize.sources import gguf_source  # noqa: E402
+from quantize.torch_bridge import load_torch_model  # noqa: E402
+from quantize.twin.builder import build_twin  # noqa: E402
+from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E402
+from quantize.twin.evaluate import torch_perplexity  # noqa: E402
+from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora  # noqa: E402
+
+EVAL = EvalSettings(window=512, stride=256, max_tokens=8192)
+
+
+def write_notes(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in topics.items():
+        (folder / f"{name}.md").write_text(f"# {name}\n\n{text}", encoding="utf-8")
+
+
+def lantern_config(minutes: float, **overrides) -> TrainingConfig:
+    settings = dict(rank=16, alpha=32, train_layers=10, learning_rate=3e-3, max_minutes=minutes, seed=0)
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
+    rows = []
+    dataset = build_dataset(notes)
+    for label, layers, precision in (
+        ("plain: every layer, fp32", 0, "fp32"),
+        ("every layer, bf16 matrix products", 0, "bf16"),
+        ("top 10 layers + cached lower layers, fp32", 10, "fp32"),
+        ("top 10 layers + cached lower layers, bf16 (Lantern)", 10, "bf16"),
+    ):
+        torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
+        config = lantern_config(None, max_steps=steps + 2, train_layers=layers, precision=precision)
+        sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
+        model, cut = add_lora(torch_model.model, config)
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = TwinTrainer(model, cut, sequences, config, Path(scratch))
+            trainer.cache_lower_layers()
+            state = trainer.run()
+        # Steps after the first two (warm-up of the allocator and kernels).
+        tokens = steps * trainer.batch_size * config.sequence_length
+        rate = tokens / (state.elapsed_seconds - sum(state.step_seconds[:2]))
+        rows.append((label, rate))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=10.0, help="Wall-time budget of a twin build.")
+    parser.add_argument("--speedup-steps", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    base_path = bundled_model_path()
+    with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
+        scratch = Path(scratch)
+        notes = scratch / "notes"
+        write_notes(notes)
+        dataset = build_dataset(notes)
+        text = heldout_text(dataset)
+
+        # 1. Lantern's build, within the budget: the training gets what loading and caching leave.
+        started = time.perf_counter()
+        build_overhead_estimate = 1.5  # minutes: load, dataset, layer cache, export (measured below)
+        config = lantern_config(args.minutes - build_overhead_estimate)
+        build = build_twin(notes, gguf_source(base_path, "base"), scratch / "twin", "bench-twin", config)
+        build_seconds = time.perf_counter() - started
+        result = build.result
+        twin_torch = torch_perplexity(build.peft_model, build.torch_model.tokenizer, text, EVAL)[0]
+        with build.peft_model.disable_adapter():
+            base_torch = torch_perplexity(build.peft_model, build.torch_model.tokenizer, text, EVAL)[0]
+        adapter = scratch / "twin" / "adapter.gguf"
+        base_llama = measure_perplexity(base_path, "base", text, EVAL, speed=False).perplexity
+        twin_eval = EvalSettings(window=512, stride=256, max_tokens=8192, lora_path=str(adapter))
+        twin_llama = measure_perplexity(base_path, "twin", text, twin_eval, speed=False).perplexity
+        merged = build.peft_model.merge_and_unload()
+        f16, q41 = scratch / "merged-f16.gguf", scratch / "merged-q4_1.gguf"
+        write_gguf(merged, f16, "F16", carried=build.torch_model.carried_metadata)
+        quantize_gguf(f16, True, q41, quant_type("Q4_1"))
+        merged_llama = measure_perplexity(q41, "merged", text, EVAL, speed=False).perplexity
+        del build, merged
+
+        # 2. Plain transformers + peft, every layer, fp32, the same wall time.
+        started = time.perf_counter()
+        torch_model = load_torch_model(gguf_source(base_path, "base"))
+        sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
+        remaining = args.minutes - (time.perf_counter() - started) / 60
+        plain_config = lantern_config(remaining, train_layers=0, precision="fp32")
+        plain_model, _ = add_lora(torch_model.model, plain_config)
+        plain = TwinTrainer(plain_model, 0, sequences, plain_config, scratch / "plain")
+        plain_state = plain.run()
+        plain_seconds = time.perf_counter() - started
+        plain_torch = torch_perplexity(plain_model, torch_model.tokenizer, text, EVAL)[0]
+        del torch_model, plain_model, plain
+
+        rows = speedups(notes, args.speedup_steps)
+
+    counts = dataset.counts()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}; notes: {counts['train']['files']} train files, "
+        f"{counts['heldout']['files']} held-out files; held-out text scored in windows of 512, stride 256"
+    )
+    print(f"\n## Twin build in {args.minutes:g} minutes")
+    print("| | wall s | steps | tokens trained | train tok/s | held-out ppl (torch) | reduction |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| base SmolLM2-135M | - | - | - | - | {base_torch:.3f} | - |")
+    print(
+        f"| Lantern twin | {build_seconds:.0f} | {result.state.step} | {result.state.tokens_seen:,} | "
+        f"{result.tokens_per_second:.0f} | {twin_torch:.3f} | {1 - twin_torch / base_torch:.1%} |"
+    )
+    plain_rate = plain_state.tokens_seen / plain_state.elapsed_seconds
+    print(
+        f"| plain transformers+peft | {plain_seconds:.0f} | {plain_state.step} | "
+        f"{plain_state.tokens_seen:,} | {plain_rate:.0f} | {plain_torch:.3f} | "
+        f"{1 - plain_torch / base_torch:.1%} |"
+    )
+    print(
+        f"\nLantern's one-off lower-layer cache: {result.cache_seconds:.0f} s of the build; "
+        f"bf16 products: {result.bf16}"
+    )
+    print(f"Train tokens/s, Lantern / plain: {result.tokens_per_second / plain_rate:.2f} (target >= 2)")
+    print("\n## Through llama.cpp (bundled Q4_1 base)")
+    print("| model | held-out ppl | vs torch twin |")
+    print("|---|---|---|")
+    print(f"| base | {base_llama:.3f} | - |")
+    print(
+        f"| base + twin adapter (GGUF LoRA) | {twin_llama:.3f} | "
+        f"{twin_llama / twin_torch - 1:+.2%} (target within 2%) |"
+    )
+    print(
+        f"| merged twin, re-quantized to Q4_1 | {merged_llama:.3f} | {merged_llama / twin_torch - 1:+.2%} |"
+    )
+    print(f"reduction through llama.cpp with the adapter: {1 - twin_llama / base_llama:.1%} (target >= 35%)")
+    print("\n## Speed-ups alone (training tokens/s, same data, rank 16, seq 256, batch 4)")
+    print("| configuration | tokens/s | vs plain |")
+    print("|---|---|---|")
+    for label, rate in rows:
+        print(f"| {label} | {rate:.0f} | {rate / rows[0][1]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
