@@ -109,5 +109,6 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
         with contextlib.suppress(AttributeError):
             del model.config.quantization_config
         model.hf_quantizer = None
+        model.is_quantized = False  # else Trainer-based tools (TRL) refuse to fine-tune it
     model.eval()
     return TorchModel(model, tokenizer, source, carried)
