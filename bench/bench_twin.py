@@ -39,7 +39,7 @@ from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E40
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
 from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora  # noqa: E402
 
-EVAL = EvalSettings(window=512, stride=256, max_tokens=8192)
+EVAL = EvalSettings(window=512, stride=256, max_tokens=4096)
 
 
 def write_notes(folder: Path) -> None:
@@ -49,7 +49,7 @@ def write_notes(folder: Path) -> None:
 
 
 def lantern_config(minutes: float, **overrides) -> TrainingConfig:
-    settings = dict(rank=16, alpha=32, train_layers=10, learning_rate=3e-3, max_minutes=minutes, seed=0)
+    settings = dict(rank=16, alpha=32, train_layers=20, learning_rate=3e-3, max_minutes=minutes, seed=0)
     settings.update(overrides)
     return TrainingConfig(**settings)
 
@@ -60,8 +60,8 @@ def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
     for label, layers, precision in (
         ("plain: every layer, fp32", 0, "fp32"),
         ("every layer, bf16 matrix products", 0, "bf16"),
-        ("top 10 layers + cached lower layers, fp32", 10, "fp32"),
-        ("top 10 layers + cached lower layers, bf16 (Lantern)", 10, "bf16"),
+        ("top 20 layers + cached lower layers, fp32", 20, "fp32"),
+        ("top 20 layers + cached lower layers, bf16 (Lantern)", 20, "bf16"),
     ):
         torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
         config = lantern_config(None, max_steps=steps + 2, train_layers=layers, precision=precision)
@@ -104,7 +104,7 @@ def main() -> None:
             base_torch = torch_perplexity(build.peft_model, build.torch_model.tokenizer, text, EVAL)[0]
         adapter = scratch / "twin" / "adapter.gguf"
         base_llama = measure_perplexity(base_path, "base", text, EVAL, speed=False).perplexity
-        twin_eval = EvalSettings(window=512, stride=256, max_tokens=8192, lora_path=str(adapter))
+        twin_eval = EvalSettings(window=512, stride=256, max_tokens=4096, lora_path=str(adapter))
         twin_llama = measure_perplexity(base_path, "twin", text, twin_eval, speed=False).perplexity
         merged = build.peft_model.merge_and_unload()
         f16, q41 = scratch / "merged-f16.gguf", scratch / "merged-q4_1.gguf"

@@ -34,11 +34,11 @@ CHECKPOINT = "checkpoint.pt"
 class TrainingConfig:
     rank: int = 16
     alpha: float = 32.0
-    train_layers: int = 10  # LoRA on the top N layers; 0 means every layer (no caching)
+    train_layers: int = 20  # LoRA on the top N layers; 0 means every layer (no caching)
     sequence_length: int = 256
     batch_size: int = 4
     grad_accum: int = 1
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
     warmup_steps: int = 10
     max_steps: int | None = None
