@@ -58,6 +58,12 @@ def run_lantern(
     return subprocess.run(command, input=input, capture_output=True, timeout=timeout, env=os.environ.copy())
 
 
+def lantern_at(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `lantern` with ``home`` as its data home, capturing text (for module-scoped homes)."""
+    env = {**os.environ, "LANTERN_HOME": str(home)}
+    return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def network_isolation_available() -> bool:
     if shutil.which("unshare") is None:
         return False

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import LANTERN
+from tests.conftest import lantern_at as lantern
 
 PROMPTS = [
     "What is the capital of France?",
@@ -26,11 +27,6 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def store_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("convert-home")
-
-
-def lantern(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LANTERN_HOME": str(home)}
-    return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def greedy_answers(path: Path) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import LANTERN
+from tests.conftest import lantern_at as lantern
 
 TOPICS = [
     "assert",
@@ -49,11 +50,6 @@ def notes(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def twin_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("twin-home")
-
-
-def lantern(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LANTERN_HOME": str(home)}
-    return subprocess.run([str(LANTERN), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_dataset_is_split_by_file_and_deduplicated(notes):
