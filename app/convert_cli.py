@@ -116,8 +116,8 @@ def _report_fidelity(torch_model, source_gguf: Path | None, written: Path) -> No
 @click.pass_context
 def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
     """Quantize SRC with llama.cpp's quantizer; the new model is registered in the store."""
-    from quantize.quant_types import quant_type
-    from quantize.quantizer import quantize_gguf, requantize_note
+    from quantize.quant_types import FLOAT_TYPES, quant_type
+    from quantize.quantizer import REQUANTIZE_NOTE, quantize_gguf
 
     qtype = quant_type(qtype_name)
     source = _source(ctx, src)
@@ -126,12 +126,12 @@ def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
     with contextlib.ExitStack() as stack:
         gguf_path, is_float = source.path, False
         if source.kind == "gguf":
-            is_float = source.summary.quantization in ("F32", "ALL_F32", "F16", "BF16")
+            is_float = source.summary.quantization.removeprefix("ALL_") in FLOAT_TYPES
         imatrix = None
         if imatrix_from is not None or source.kind == "hf":
             imatrix, gguf_path, is_float = _torch_side(source, imatrix_from, stack, gguf_path, is_float)
         if not is_float:
-            _say(f"Note: {requantize_note()}.")
+            _say(f"Note: {REQUANTIZE_NOTE}.")
         target = _new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
         tmp, final_name, path = stack.enter_context(target)
         _say(f"Quantizing to {qtype.name} with llama.cpp...")

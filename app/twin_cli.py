@@ -57,14 +57,10 @@ def twin_dataset(ctx, notes, out, base, seq_len, seed, as_json):
 
 def _tokenizer(ctx, base: str | None):
     from quantize.sources import resolve_source
-    from quantize.torch_bridge import offline_transformers
+    from quantize.torch_bridge import load_tokenizer
 
     assistant = assistant_from(ctx)
-    source = resolve_source(base or assistant.config.default_model, assistant.models)
-    transformers = offline_transformers()
-    if source.kind == "gguf":
-        return transformers.AutoTokenizer.from_pretrained(str(source.path.parent), gguf_file=source.path.name)
-    return transformers.AutoTokenizer.from_pretrained(str(source.path))
+    return load_tokenizer(resolve_source(base or assistant.config.default_model, assistant.models))
 
 
 @twin.command("build")
@@ -323,7 +319,7 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     from quantize.sources import resolve_source
     from quantize.torch_bridge import load_torch_model
     from quantize.twin.adapter_export import export_lora_gguf
-    from quantize.twin.dpo import DpoSettings, tune_preferences
+    from quantize.twin.dpo import DpoSettings, no_pairs_error, tune_preferences
     from quantize.twin.preferences import dpo_pairs
     from quantize.twin.trainer import CHECKPOINT, TrainingConfig, add_lora
 
@@ -338,7 +334,7 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
         f"({found.unpaired} ratings without a partner answer are not used)"
     )
     if not found.pairs:
-        tune_preferences(None, None, [], DpoSettings())  # raises the message that says how to get pairs
+        raise no_pairs_error()
     trained = record.training
     config = TrainingConfig(
         rank=trained["rank"],

@@ -12,7 +12,7 @@ from quantize.imatrix import ImportanceMatrix
 from quantize.native_output import captured_native_output
 from quantize.quant_types import QuantType
 
-_REQUANTIZE_NOTE = (
+REQUANTIZE_NOTE = (
     "the source is already quantized, so its rounding errors add up; quantize from an F16/BF16/F32 "
     "export ('lantern convert SRC -o F16.gguf') for the best quality"
 )
@@ -56,7 +56,3 @@ def quantize_gguf(
             f"llama.cpp could not quantize {source} to {qtype.name} (status {status}):\n{output.tail()}"
         )
     return QuantizeReport(qtype.name, not source_is_float, imatrix.tokens if imatrix else None)
-
-
-def requantize_note() -> str:
-    return _REQUANTIZE_NOTE

@@ -87,16 +87,26 @@ def read_carried_metadata(path) -> tuple[CarriedField, ...]:
     return tuple(carried)
 
 
+def _location(source: ModelSource) -> dict:
+    if source.kind == "gguf":
+        return {"pretrained_model_name_or_path": str(source.path.parent), "gguf_file": source.path.name}
+    return {"pretrained_model_name_or_path": str(source.path)}
+
+
+def load_tokenizer(source: ModelSource):
+    """Only the tokenizer of SRC (for counting tokens), without the weights."""
+    transformers = offline_transformers()
+    with _gguf_parsed_once():
+        return transformers.AutoTokenizer.from_pretrained(**_location(source))
+
+
 def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
     """Load SRC as a torch model in eval mode; raise ConversionError with the reason if it cannot."""
     transformers = offline_transformers()
     import torch
 
     torch_dtype = getattr(torch, dtype)
-    if source.kind == "gguf":
-        location = {"pretrained_model_name_or_path": str(source.path.parent), "gguf_file": source.path.name}
-    else:
-        location = {"pretrained_model_name_or_path": str(source.path)}
+    location = _location(source)
     try:
         with _gguf_parsed_once():
             tokenizer = transformers.AutoTokenizer.from_pretrained(**location)

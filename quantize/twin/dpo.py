@@ -33,13 +33,17 @@ class DpoReport:
     reward_accuracy: float | None  # share of pairs where the tuned twin prefers the chosen answer
 
 
+def no_pairs_error() -> ConversionError:
+    return ConversionError(
+        "no preference pairs yet: rate answers in the TUI (F6/F7, or F9 to write a better one) "
+        "or through POST /v1/lantern/feedback; DPO needs a chosen and a rejected answer"
+    )
+
+
 def tune_preferences(peft_model, tokenizer, pairs: list[DpoPair], settings: DpoSettings) -> DpoReport:
     """Run DPO steps on ``peft_model`` (its "default" adapter trains); return what was measured."""
     if not pairs:
-        raise ConversionError(
-            "no preference pairs yet: rate answers in the TUI (F6/F7, or F9 to write a better one) "
-            "or through POST /v1/lantern/feedback; DPO needs a chosen and a rejected answer"
-        )
+        raise no_pairs_error()
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 

@@ -70,7 +70,6 @@ class TrainingProgress:
 @dataclass
 class TrainingState:
     step: int = 0
-    micro_batches: int = 0
     tokens_seen: int = 0
     elapsed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
@@ -291,7 +290,6 @@ class TwinTrainer:
         seconds = time.perf_counter() - started
         tokens = self.config.grad_accum * self.batch_size * self.input_ids.shape[1] * self.dist.world_size
         self.state.step += 1
-        self.state.micro_batches = self.state.step * self.config.grad_accum
         self.state.tokens_seen += tokens
         self.state.elapsed_seconds += seconds
         self.state.losses.append(sum(losses) / len(losses))
