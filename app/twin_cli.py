@@ -15,6 +15,10 @@ from app.formatting import human_bytes
 from app.model_store import check_model_name
 from app.twins import TwinRecord
 
+# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "How long to train"):
+# past it the twin memorises its notes and gets worse on unseen ones.
+DEFAULT_EPOCHS = 1.5
+
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
@@ -71,7 +75,12 @@ def _tokenizer(ctx, base: str | None):
 @click.option("--alpha", default=32.0, show_default=True)
 @click.option("--train-layers", default=20, show_default=True, help="LoRA on the top N layers (0: all).")
 @click.option("--steps", type=int, help="Optimizer steps.")
-@click.option("--minutes", type=float, help="Train for this long instead of --steps.")
+@click.option("--minutes", type=float, help="Train for at most this long.")
+@click.option(
+    "--epochs",
+    type=float,
+    help=f"Stop after this many passes over the notes (default {DEFAULT_EPOCHS:g} unless --steps is given).",
+)
 @click.option("--seq-len", default=256, show_default=True)
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--grad-accum", default=1, show_default=True)
@@ -105,6 +114,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         learning_rate=options["lr"],
         max_steps=options["steps"],
         max_minutes=options["minutes"],
+        max_epochs=_epochs(options["epochs"], options["steps"]),
         seed=options["seed"],
         precision=options["precision"],
     )
@@ -179,20 +189,26 @@ def _merge(assistant, build, source, name: str) -> str:
     return merged_name
 
 
+def _epochs(asked: float | None, steps: int | None) -> float | None:
+    """--epochs as given; otherwise the default cap, unless an exact --steps count was asked for."""
+    if asked is not None:
+        return asked
+    return None if steps is not None else DEFAULT_EPOCHS
+
+
 class _ProgressBar:
     """tqdm's bar with loss and tokens/s, opened at the first step (after the loading messages)."""
 
     def __init__(self, config):
         self._config = config
         self._bar = None
-        self._by_steps = config.max_steps is not None
+        self._by_steps = config.max_minutes is None
 
     def update(self, progress) -> None:
         from tqdm import tqdm
 
         if self._bar is None:
-            config = self._config
-            total = config.max_steps if self._by_steps else int(config.max_minutes * 60)
+            total = progress.total_steps if self._by_steps else int(self._config.max_minutes * 60)
             self._bar = tqdm(total=total, unit="step" if self._by_steps else "s", desc="training")
         done = progress.step if self._by_steps else int(progress.elapsed_seconds)
         self._bar.update(max(0, min(done, self._bar.total) - self._bar.n))

@@ -28,6 +28,7 @@ from pydoc_data.topics import topics  # noqa: E402
 import torch  # noqa: E402
 
 from app.bundled import bundled_model_path  # noqa: E402
+from app.twin_cli import DEFAULT_EPOCHS  # noqa: E402
 from quantize.evaluation import EvalSettings, measure_perplexity  # noqa: E402
 from quantize.gguf_export import write_gguf  # noqa: E402
 from quantize.quant_types import quant_type  # noqa: E402
@@ -49,7 +50,15 @@ def write_notes(folder: Path) -> None:
 
 
 def lantern_config(minutes: float, **overrides) -> TrainingConfig:
-    settings = dict(rank=16, alpha=32, train_layers=20, learning_rate=3e-3, max_minutes=minutes, seed=0)
+    settings = dict(
+        rank=16,
+        alpha=32,
+        train_layers=20,
+        learning_rate=3e-3,
+        max_minutes=minutes,
+        max_epochs=DEFAULT_EPOCHS,
+        seed=0,
+    )
     settings.update(overrides)
     return TrainingConfig(**settings)
 
@@ -110,6 +119,7 @@ def main() -> None:
         f16, q41 = scratch / "merged-f16.gguf", scratch / "merged-q4_1.gguf"
         write_gguf(merged, f16, "F16", carried=build.torch_model.carried_metadata)
         quantize_gguf(f16, True, q41, quant_type("Q4_1"))
+        merged_f16_llama = measure_perplexity(f16, "merged-f16", text, EVAL, speed=False).perplexity
         merged_llama = measure_perplexity(q41, "merged", text, EVAL, speed=False).perplexity
         del build, merged
 
@@ -161,6 +171,7 @@ def main() -> None:
         f"| base + twin adapter (GGUF LoRA) | {twin_llama:.3f} | "
         f"{twin_llama / twin_torch - 1:+.2%} (target within 2%) |"
     )
+    print(f"| merged twin, F16 | {merged_f16_llama:.3f} | {merged_f16_llama / twin_torch - 1:+.2%} |")
     print(
         f"| merged twin, re-quantized to Q4_1 | {merged_llama:.3f} | {merged_llama / twin_torch - 1:+.2%} |"
     )

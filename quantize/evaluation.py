@@ -109,6 +109,17 @@ def windows(n_tokens: int, window: int, stride: int) -> Iterator[tuple[int, int,
             break
 
 
+def _scored_windows(tokens: list[int], settings: EvalSettings):
+    """(window tokens, rows whose next token is scored, those next tokens) for each window."""
+    for start, end, first in windows(len(tokens), settings.window, settings.stride):
+        window = tokens[start:end]
+        yield window, np.arange(first - 1, len(window) - 1), np.array(window[first:])
+
+
+def _target_log_prob(log_probs: np.ndarray, targets: np.ndarray) -> float:
+    return float(log_probs[np.arange(len(targets)), targets].sum(dtype=np.float64))
+
+
 def _log_probs(llm, tokens: list[int], rows: np.ndarray) -> np.ndarray:
     """Log-softmax of the logits at ``rows`` (positions whose next token is scored)."""
     llm.reset()
@@ -137,11 +148,8 @@ def measure_perplexity(path: Path, name: str, text: str, settings: EvalSettings,
         tokens = _tokens(llm, text, settings)
         settings = fitted(settings, len(tokens))
         nll, scored = 0.0, 0
-        for start, end, first in windows(len(tokens), settings.window, settings.stride):
-            window = tokens[start:end]
-            rows = np.arange(first - 1, len(window) - 1)
-            targets = np.array(window[first:])
-            nll -= float(_log_probs(llm, window, rows)[np.arange(len(rows)), targets].sum(dtype=np.float64))
+        for window, rows, targets in _scored_windows(tokens, settings):
+            nll -= _target_log_prob(_log_probs(llm, window, rows), targets)
             scored += len(targets)
     finally:
         llm.close()
@@ -174,16 +182,13 @@ def compare_against(
         nll_a, nll_b = 0.0, [0.0] * len(others)
         kls: list[list[np.ndarray]] = [[] for _ in others]
         agree = [0] * len(others)
-        for start, end, first in windows(len(tokens), settings.window, settings.stride):
-            window = tokens[start:end]
-            rows = np.arange(first - 1, len(window) - 1)
-            picked = np.arange(len(rows)), np.array(window[first:])
+        for window, rows, targets in _scored_windows(tokens, settings):
             lp_a = _log_probs(a, window, rows)
-            nll_a -= float(lp_a[picked].sum(dtype=np.float64))
+            nll_a -= _target_log_prob(lp_a, targets)
             p_a = np.exp(lp_a)
             for i, b in enumerate(opened):
                 lp_b = _log_probs(b, window, rows)
-                nll_b[i] -= float(lp_b[picked].sum(dtype=np.float64))
+                nll_b[i] -= _target_log_prob(lp_b, targets)
                 kls[i].append((p_a * (lp_a - lp_b)).sum(axis=1, dtype=np.float64))
                 agree[i] += int((lp_a.argmax(axis=1) == lp_b.argmax(axis=1)).sum())
     finally:

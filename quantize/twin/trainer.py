@@ -40,9 +40,13 @@ class TrainingConfig:
     grad_accum: int = 1
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
+    lora_dropout: float = 0.0
     warmup_steps: int = 10
     max_steps: int | None = None
     max_minutes: float | None = None
+    # Small notes are learned in an epoch or two; past that the twin memorises them and does worse
+    # on unseen notes (measured in bench/RESULTS.md), so a time budget is also capped in epochs.
+    max_epochs: float | None = None
     seed: int = 0
     threads: int = 0
     checkpoint_seconds: float = 60.0
@@ -50,8 +54,10 @@ class TrainingConfig:
     precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
 
     def __post_init__(self):
-        if self.max_steps is None and self.max_minutes is None:
-            raise ConversionError("give the training a length: --steps N or --minutes M")
+        if self.max_steps is None and self.max_minutes is None and self.max_epochs is None:
+            raise ConversionError("give the training a length: --steps N, --minutes M or --epochs E")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ConversionError("--epochs must be more than 0")
         if self.rank < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConversionError("--rank, batch size and gradient accumulation must be at least 1")
 
@@ -154,7 +160,7 @@ def add_lora(model, config: TrainingConfig):
         lora_alpha=config.alpha,
         target_modules=list(config.targets),
         layers_to_transform=list(range(layers - train_layers, layers)),
-        lora_dropout=0.0,
+        lora_dropout=config.lora_dropout,
         bias="none",
     )
     with quiet_library_warnings():
@@ -214,10 +220,11 @@ class TwinTrainer:
         config, step = self.config, self.state.step
         if step < config.warmup_steps:
             return config.learning_rate * (step + 1) / config.warmup_steps
-        if config.max_steps is not None:
-            progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        else:
-            progress = self.state.elapsed_seconds / (config.max_minutes * 60)
+        progress = 0.0
+        if self.planned_steps is not None:
+            progress = (step - config.warmup_steps) / max(1, self.planned_steps - config.warmup_steps)
+        if config.max_minutes is not None:  # the nearer of the two ends sets the decay
+            progress = max(progress, self.state.elapsed_seconds / (config.max_minutes * 60))
         return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     def cache_lower_layers(self, on_progress: Callable[[int, int], None] | None = None) -> None:
@@ -247,8 +254,19 @@ class TwinTrainer:
             return self.split.upper_logits(self.split.lower(ids))
         return self.model(input_ids=ids).logits
 
+    @property
+    def planned_steps(self) -> int | None:
+        """The step count set by --steps or --epochs (the smaller), or None for time alone."""
+        limits = []
+        if self.config.max_steps is not None:
+            limits.append(self.config.max_steps)
+        if self.config.max_epochs is not None:
+            per_step = self.batch_size * self.config.grad_accum * self.dist.world_size
+            limits.append(max(1, math.ceil(self.config.max_epochs * len(self.input_ids) / per_step)))
+        return min(limits) if limits else None
+
     def _done(self) -> bool:
-        if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
+        if self.planned_steps is not None and self.state.step >= self.planned_steps:
             return True
         if self.config.max_minutes is None:
             return False
@@ -298,7 +316,7 @@ class TwinTrainer:
             on_progress(
                 TrainingProgress(
                     self.state.step,
-                    self.config.max_steps,
+                    self.planned_steps,
                     self.state.losses[-1],
                     self.optimizer.param_groups[0]["lr"],
                     tokens / seconds,
