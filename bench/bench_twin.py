@@ -2,11 +2,12 @@
 by file). Measured side by side in one run:
 
 1. Lantern's twin build (whole command path: dataset, load, layer cache, training, GGUF adapter)
-   in a fixed wall-time budget; held-out perplexity of the base and of the twin, in torch and in
-   llama.cpp with the exported adapter on the bundled Q4_1 base; then the merged model
-   re-quantized to Q4_1.
+   in a fixed wall-time budget, ended by the default epoch cap if that comes first. Held-out
+   perplexity of the base and of the twin over the first 4,096 held-out tokens, in torch and in
+   llama.cpp with the exported adapter on the bundled Q4_1 base, and in torch over the whole
+   held-out split; then the merged model, as F16 and re-quantized to Q4_1.
 2. Plain transformers + peft LoRA over every layer, fp32, same rank, targets, sequence length,
-   batch and learning-rate schedule, for the same wall time.
+   batch, learning-rate schedule and epoch cap, within the same wall-time budget.
 3. Training tokens/s of each speed-up alone, a few steps each.
 
 Run: .venv/bin/python bench/bench_twin.py [--minutes 10]
@@ -41,6 +42,7 @@ from quantize.twin.evaluate import torch_perplexity  # noqa: E402
 from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora  # noqa: E402
 
 EVAL = EvalSettings(window=512, stride=256, max_tokens=4096)
+WHOLE = EvalSettings(window=512, stride=256, max_tokens=10**7)  # every held-out note, in torch only
 
 
 def write_notes(folder: Path) -> None:
@@ -108,9 +110,12 @@ def main() -> None:
         build = build_twin(notes, gguf_source(base_path, "base"), scratch / "twin", "bench-twin", config)
         build_seconds = time.perf_counter() - started
         result = build.result
-        twin_torch = torch_perplexity(build.peft_model, build.torch_model.tokenizer, text, EVAL)[0]
+        tokenizer = build.torch_model.tokenizer
+        twin_torch = torch_perplexity(build.peft_model, tokenizer, text, EVAL)[0]
+        twin_whole, whole_tokens = torch_perplexity(build.peft_model, tokenizer, text, WHOLE)
         with build.peft_model.disable_adapter():
-            base_torch = torch_perplexity(build.peft_model, build.torch_model.tokenizer, text, EVAL)[0]
+            base_torch = torch_perplexity(build.peft_model, tokenizer, text, EVAL)[0]
+            base_whole = torch_perplexity(build.peft_model, tokenizer, text, WHOLE)[0]
         adapter = scratch / "twin" / "adapter.gguf"
         base_llama = measure_perplexity(base_path, "base", text, EVAL, speed=False).perplexity
         twin_eval = EvalSettings(window=512, stride=256, max_tokens=4096, lora_path=str(adapter))
@@ -134,6 +139,7 @@ def main() -> None:
         plain_state = plain.run()
         plain_seconds = time.perf_counter() - started
         plain_torch = torch_perplexity(plain_model, torch_model.tokenizer, text, EVAL)[0]
+        plain_whole = torch_perplexity(plain_model, torch_model.tokenizer, text, WHOLE)[0]
         del torch_model, plain_model, plain
 
         rows = speedups(notes, args.speedup_steps)
@@ -145,18 +151,24 @@ def main() -> None:
         f"{counts['heldout']['files']} held-out files; held-out text scored in windows of 512, stride 256"
     )
     print(f"\n## Twin build in {args.minutes:g} minutes")
-    print("| | wall s | steps | tokens trained | train tok/s | held-out ppl (torch) | reduction |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| base SmolLM2-135M | - | - | - | - | {base_torch:.3f} | - |")
+    epoch_tokens = len(sequences) * config.sequence_length
     print(
-        f"| Lantern twin | {build_seconds:.0f} | {result.state.step} | {result.state.tokens_seen:,} | "
-        f"{result.tokens_per_second:.0f} | {twin_torch:.3f} | {1 - twin_torch / base_torch:.1%} |"
+        "| | wall s | steps | epochs | train tok/s | held-out ppl (torch) | reduction | "
+        f"whole held-out split ({whole_tokens:,} tokens) | reduction |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| base SmolLM2-135M | - | - | - | - | {base_torch:.3f} | - | {base_whole:.3f} | - |")
+    lantern_epochs = result.state.tokens_seen / epoch_tokens
+    print(
+        f"| Lantern twin | {build_seconds:.0f} | {result.state.step} | {lantern_epochs:.2f} | "
+        f"{result.tokens_per_second:.0f} | {twin_torch:.3f} | {1 - twin_torch / base_torch:.1%} | "
+        f"{twin_whole:.3f} | {1 - twin_whole / base_whole:.1%} |"
     )
     plain_rate = plain_state.tokens_seen / plain_state.elapsed_seconds
     print(
         f"| plain transformers+peft | {plain_seconds:.0f} | {plain_state.step} | "
-        f"{plain_state.tokens_seen:,} | {plain_rate:.0f} | {plain_torch:.3f} | "
-        f"{1 - plain_torch / base_torch:.1%} |"
+        f"{plain_state.tokens_seen / epoch_tokens:.2f} | {plain_rate:.0f} | {plain_torch:.3f} | "
+        f"{1 - plain_torch / base_torch:.1%} | {plain_whole:.3f} | {1 - plain_whole / base_whole:.1%} |"
     )
     print(
         f"\nLantern's one-off lower-layer cache: {result.cache_seconds:.0f} s of the build; "

@@ -40,7 +40,6 @@ class TrainingConfig:
     grad_accum: int = 1
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
-    lora_dropout: float = 0.0
     warmup_steps: int = 10
     max_steps: int | None = None
     max_minutes: float | None = None
@@ -160,7 +159,7 @@ def add_lora(model, config: TrainingConfig):
         lora_alpha=config.alpha,
         target_modules=list(config.targets),
         layers_to_transform=list(range(layers - train_layers, layers)),
-        lora_dropout=config.lora_dropout,
+        lora_dropout=0.0,
         bias="none",
     )
     with quiet_library_warnings():
