@@ -146,7 +146,6 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         "steps": result.state.step,
         "tokens": result.state.tokens_seen,
         "train_seconds": round(result.state.elapsed_seconds, 1),
-        "cache_seconds": round(result.cache_seconds, 1),
         "tokens_per_second": round(result.tokens_per_second, 1),
         "final_loss": round(result.state.losses[-1], 4) if result.state.losses else None,
         "bf16": result.bf16,

@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_twin import EVAL, lantern_config, write_notes  # noqa: E402
+from bench_twin import EVAL, lantern_config, write_pydoc_notes  # noqa: E402
 
 from app.bundled import bundled_model_path  # noqa: E402
 from quantize.sources import gguf_source  # noqa: E402
@@ -36,7 +36,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lantern-bench-epochs-") as scratch:
         scratch = Path(scratch)
-        write_notes(scratch / "notes")
+        write_pydoc_notes(scratch / "notes")
         dataset = build_dataset(scratch / "notes")
         text = heldout_text(dataset)
         base = None
@@ -49,7 +49,6 @@ def main() -> None:
                 with model.disable_adapter():
                     base = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
             trainer = TwinTrainer(model, cut, sequences, config, scratch / f"run-{epochs:g}")
-            trainer.cache_lower_layers()
             state = trainer.run()
             heldout = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
             last_losses = state.losses[-10:]

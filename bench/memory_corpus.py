@@ -86,13 +86,15 @@ def _clean(text: str) -> str:
 
 
 def render_man_page(name: str) -> str | None:
-    """Return the man page ``name`` as plain text, or None if it is unavailable."""
+    """Return the man page ``name`` (or, with a path, that page file) as plain text, or None if it
+    is unavailable."""
     env = dict(os.environ)
     env.pop("MAN_KEEP_FORMATTING", None)
     env.update(MANWIDTH=MAN_WIDTH, LC_ALL="C.UTF-8")
+    page = ["-l", name] if "/" in name else [name]
     try:
         found = subprocess.run(
-            ["man", "-w", name],
+            ["man", "-w", *page],
             env=env,
             capture_output=True,
             text=True,
@@ -102,7 +104,7 @@ def render_man_page(name: str) -> str | None:
             return None
         # --nh/--nj: no hyphenation or justification, so words stay whole.
         proc = subprocess.run(
-            ["man", "--nh", "--nj", "-P", "cat", name],
+            ["man", "--nh", "--nj", "-P", "cat", *page],
             env=env,
             capture_output=True,
             timeout=MAN_TIMEOUT_S,

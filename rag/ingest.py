@@ -54,9 +54,7 @@ class SyncReport:
         if self.skipped_unreadable:
             parts.append(f"{len(self.skipped_unreadable)} skipped (unreadable)")
         if self.unavailable:
-            parts.append(
-                f"{len(self.unavailable)} unavailable, notes kept: {', '.join(self.unavailable)}"
-            )
+            parts.append(f"{len(self.unavailable)} unavailable, notes kept: {', '.join(self.unavailable)}")
         return ", ".join(parts)
 
 

@@ -100,7 +100,6 @@ def trained(notes, bundled_model, tmp_path_factory):
     peft_model, cut = add_lora(torch_model.model, config)
     folder = tmp_path_factory.mktemp("trained")
     trainer = TwinTrainer(peft_model, cut, sequences[:16], config, folder)
-    trainer.cache_lower_layers()
     state = trainer.run()
     adapter = folder / "adapter.gguf"
     adapted = export_lora_gguf(peft_model, adapter, "test-twin")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +25,13 @@ class TwinBuildResult:
     dataset: TwinDataset
     state: TrainingState
     train_sequences: int
-    cache_seconds: float
     adapted_matrices: int
     bf16: bool
     processes: int = 1
 
     @property
     def tokens_per_second(self) -> float:
-        """Training tokens per second of training steps (the one-off layer cache excluded)."""
+        """Training tokens per second of training steps (the lower layers' first pass included)."""
         return self.state.tokens_seen / max(self.state.elapsed_seconds, 1e-9)
 
 
@@ -82,15 +80,10 @@ def build_twin(
         f"{peft_model.config.num_hidden_layers} layers, {len(sequences)} sequences of "
         f"{config.sequence_length} tokens, {precision}"
     )
-    started = time.perf_counter()
-    trainer.cache_lower_layers()
-    cache_seconds = time.perf_counter() - started
     state = trainer.run(on_progress)
     adapted = 0
     if trainer.dist.is_main:
         with atomic_output_path(twin_dir / "adapter.gguf", mode=0o600) as tmp:
             adapted = export_lora_gguf(peft_model, tmp, name)
-    result = TwinBuildResult(
-        dataset, state, len(sequences), cache_seconds, adapted, trainer.bf16, trainer.dist.world_size
-    )
+    result = TwinBuildResult(dataset, state, len(sequences), adapted, trainer.bf16, trainer.dist.world_size)
     return TwinBuild(torch_model, peft_model, result)

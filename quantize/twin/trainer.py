@@ -2,8 +2,8 @@
 that make Ctrl+C and --resume lose nothing, deterministic for a given --seed and --steps.
 
 Speed on a laptop CPU comes from training only the upper layers and running the frozen lower
-layers once per sequence (see split_model); bench/bench_twin.py measures it against plain
-transformers + peft LoRA over every layer.
+layers once per sequence, the first time it is drawn (see split_model); bench/bench_twin.py
+measures it against plain transformers + peft LoRA over every layer.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class TwinTrainer:
             self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.state = TrainingState()
-        self._cached_lower: torch.Tensor | None = None
+        self._lower_cache: dict[int, torch.Tensor] = {}
         self.bf16 = use_bf16(config.precision)
         self.dist = distributed.from_environment()
         self._forward = _TrainedPart(self)
@@ -226,17 +226,16 @@ class TwinTrainer:
             progress = max(progress, self.state.elapsed_seconds / (config.max_minutes * 60))
         return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    def cache_lower_layers(self, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Run the frozen lower layers once over every training sequence."""
-        if self.split.cut == 0:
-            return
-        chunks = []
-        for start in range(0, len(self.input_ids), 8):
-            with self._autocast():
-                chunks.append(self.split.lower(self.input_ids[start : start + 8]))
-            if on_progress:
-                on_progress(min(start + 8, len(self.input_ids)), len(self.input_ids))
-        self._cached_lower = torch.cat(chunks)
+    def _lower_hidden(self, indices: torch.Tensor) -> torch.Tensor:
+        """The frozen lower layers' output for these sequences, each computed the first time it
+        is drawn and kept: the first epoch pays one forward pass of the lower layers, later epochs
+        nothing, and a budget that ends inside the first epoch never runs them on unseen text."""
+        wanted = indices.tolist()
+        missing = sorted({i for i in wanted if i not in self._lower_cache})
+        if missing:
+            computed = self.split.lower(self.input_ids[missing])
+            self._lower_cache.update(zip(missing, computed, strict=True))
+        return torch.stack([self._lower_cache[i] for i in wanted])
 
     def _micro_step(self, indices: torch.Tensor) -> float:
         ids = self.input_ids[indices]
@@ -246,12 +245,9 @@ class TwinTrainer:
         return loss.item()
 
     def logits_for(self, indices: torch.Tensor) -> torch.Tensor:
-        ids = self.input_ids[indices]
-        if self._cached_lower is not None:
-            return self.split.upper_logits(self._cached_lower[indices])
         if self.split.cut > 0:
-            return self.split.upper_logits(self.split.lower(ids))
-        return self.model(input_ids=ids).logits
+            return self.split.upper_logits(self._lower_hidden(indices))
+        return self.model(input_ids=self.input_ids[indices]).logits
 
     @property
     def planned_steps(self) -> int | None:
