@@ -14,10 +14,7 @@ from app.errors import LanternError
 from app.formatting import human_bytes
 from app.model_store import check_model_name
 from app.twins import TwinRecord
-
-# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "How long to train"):
-# past it the twin memorises its notes and gets worse on unseen ones.
-DEFAULT_EPOCHS = 1.5
+from quantize.twin.training_config import DEFAULT_EPOCHS
 
 
 def _say(message: str) -> None:
@@ -94,7 +91,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
     """Fine-tune a twin on NOTES (LoRA); Ctrl+C saves a checkpoint, --resume continues it."""
     from quantize.sources import resolve_source
     from quantize.twin.builder import build_twin
-    from quantize.twin.trainer import TrainingConfig
+    from quantize.twin.training_config import TrainingConfig
 
     assistant = assistant_from(ctx)
     check_model_name(name)
@@ -336,7 +333,8 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     from quantize.twin.adapter_export import export_lora_gguf
     from quantize.twin.dpo import DpoSettings, no_pairs_error, tune_preferences
     from quantize.twin.preferences import dpo_pairs
-    from quantize.twin.trainer import CHECKPOINT, TrainingConfig, add_lora
+    from quantize.twin.trainer import CHECKPOINT, add_lora
+    from quantize.twin.training_config import TrainingConfig
 
     assistant = assistant_from(ctx)
     record = assistant.twins.get(name)

@@ -32,7 +32,6 @@ import torch  # noqa: E402
 from man_notes import write_man_notes  # noqa: E402
 
 from app.bundled import bundled_model_path  # noqa: E402
-from app.twin_cli import DEFAULT_EPOCHS  # noqa: E402
 from quantize.evaluation import EvalSettings, measure_perplexity  # noqa: E402
 from quantize.gguf_export import write_gguf  # noqa: E402
 from quantize.quant_types import quant_type  # noqa: E402
@@ -42,7 +41,8 @@ from quantize.torch_bridge import load_torch_model  # noqa: E402
 from quantize.twin.builder import build_twin  # noqa: E402
 from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E402
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
-from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora  # noqa: E402
+from quantize.twin.trainer import TwinTrainer, add_lora  # noqa: E402
+from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig  # noqa: E402
 
 EVAL = EvalSettings(window=512, stride=256, max_tokens=4096)
 WHOLE = EvalSettings(window=512, stride=256, max_tokens=10**7)  # every held-out note, in torch only
@@ -68,6 +68,15 @@ def lantern_config(minutes: float, **overrides) -> TrainingConfig:
     return TrainingConfig(**settings)
 
 
+def train_from_base(dataset, config: TrainingConfig, checkpoint_dir: Path):
+    """A fresh base with LoRA, trained on ``dataset`` by ``config``: (torch model, trainer, state)."""
+    torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
+    sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
+    model, cut = add_lora(torch_model.model, config)
+    trainer = TwinTrainer(model, cut, sequences, config, checkpoint_dir)
+    return torch_model, trainer, trainer.run()
+
+
 def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
     rows = []
     dataset = build_dataset(notes)
@@ -77,13 +86,9 @@ def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
         ("top 20 layers + cached lower layers, fp32", 20, "fp32"),
         ("top 20 layers + cached lower layers, bf16 (Lantern)", 20, "bf16"),
     ):
-        torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
         config = lantern_config(None, max_steps=steps + 2, train_layers=layers, precision=precision)
-        sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
-        model, cut = add_lora(torch_model.model, config)
         with tempfile.TemporaryDirectory() as scratch:
-            trainer = TwinTrainer(model, cut, sequences, config, Path(scratch))
-            state = trainer.run()
+            _, trainer, state = train_from_base(dataset, config, Path(scratch))
         # Steps after the first two (warm-up of the allocator and kernels).
         tokens = steps * trainer.batch_size * config.sequence_length
         rate = tokens / (state.elapsed_seconds - sum(state.step_seconds[:2]))

@@ -18,14 +18,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_twin import EVAL, lantern_config, write_pydoc_notes  # noqa: E402
+from bench_twin import EVAL, lantern_config, train_from_base, write_pydoc_notes  # noqa: E402
 
-from app.bundled import bundled_model_path  # noqa: E402
-from quantize.sources import gguf_source  # noqa: E402
-from quantize.torch_bridge import load_torch_model  # noqa: E402
-from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E402
+from quantize.twin.dataset import build_dataset, heldout_text  # noqa: E402
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
-from quantize.twin.trainer import TwinTrainer, add_lora  # noqa: E402
 
 
 def main() -> None:
@@ -41,23 +37,21 @@ def main() -> None:
         text = heldout_text(dataset)
         base = None
         for epochs in args.epochs:
-            torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
             config = lantern_config(None, max_epochs=epochs)
-            sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
-            model, cut = add_lora(torch_model.model, config)
+            torch_model, trainer, state = train_from_base(dataset, config, scratch / f"run-{epochs:g}")
+            model = trainer.model
+            heldout = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
             if base is None:
                 with model.disable_adapter():
                     base = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
-            trainer = TwinTrainer(model, cut, sequences, config, scratch / f"run-{epochs:g}")
-            state = trainer.run()
-            heldout = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
             last_losses = state.losses[-10:]
             rows.append((epochs, state.step, sum(last_losses) / len(last_losses), heldout))
+            sequences = len(trainer.input_ids)
             del torch_model, model, trainer
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        f"{len(sequences)} training sequences of {config.sequence_length} tokens; held-out text: first "
+        f"{sequences} training sequences of {config.sequence_length} tokens; held-out text: first "
         f"{EVAL.max_tokens} tokens, windows of {EVAL.window}, stride {EVAL.stride}"
     )
     print("| epochs (cosine ends there) | steps | train loss (last 10 steps) | held-out ppl | reduction |")

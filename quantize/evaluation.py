@@ -109,7 +109,7 @@ def windows(n_tokens: int, window: int, stride: int) -> Iterator[tuple[int, int,
             break
 
 
-def _scored_windows(tokens: list[int], settings: EvalSettings):
+def scored_windows(tokens: list[int], settings: EvalSettings):
     """(window tokens, rows whose next token is scored, those next tokens) for each window."""
     for start, end, first in windows(len(tokens), settings.window, settings.stride):
         window = tokens[start:end]
@@ -148,7 +148,7 @@ def measure_perplexity(path: Path, name: str, text: str, settings: EvalSettings,
         tokens = _tokens(llm, text, settings)
         settings = fitted(settings, len(tokens))
         nll, scored = 0.0, 0
-        for window, rows, targets in _scored_windows(tokens, settings):
+        for window, rows, targets in scored_windows(tokens, settings):
             nll -= _target_log_prob(_log_probs(llm, window, rows), targets)
             scored += len(targets)
     finally:
@@ -182,7 +182,7 @@ def compare_against(
         nll_a, nll_b = 0.0, [0.0] * len(others)
         kls: list[list[np.ndarray]] = [[] for _ in others]
         agree = [0] * len(others)
-        for window, rows, targets in _scored_windows(tokens, settings):
+        for window, rows, targets in scored_windows(tokens, settings):
             lp_a = _log_probs(a, window, rows)
             nll_a -= _target_log_prob(lp_a, targets)
             p_a = np.exp(lp_a)

@@ -86,7 +86,8 @@ def trained(notes, bundled_model, tmp_path_factory):
     from quantize.twin.adapter_export import export_lora_gguf
     from quantize.twin.dataset import build_dataset, pack
     from quantize.twin.split_model import SplitLlama
-    from quantize.twin.trainer import TrainingConfig, TwinTrainer, add_lora
+    from quantize.twin.trainer import TwinTrainer, add_lora
+    from quantize.twin.training_config import TrainingConfig
 
     torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
     ids = torch.tensor([torch_model.tokenizer.encode(topics["class"], add_special_tokens=False)[:64]])

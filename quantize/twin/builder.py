@@ -13,7 +13,8 @@ from quantize.torch_bridge import TorchModel, load_torch_model
 from quantize.twin import distributed
 from quantize.twin.adapter_export import export_lora_gguf
 from quantize.twin.dataset import TwinDataset, build_dataset, pack, save_dataset
-from quantize.twin.trainer import TrainingConfig, TrainingProgress, TrainingState, TwinTrainer, add_lora
+from quantize.twin.trainer import TrainingProgress, TrainingState, TwinTrainer, add_lora
+from quantize.twin.training_config import TrainingConfig
 
 
 def _silent(_message: str) -> None:

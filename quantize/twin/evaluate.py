@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from quantize.evaluation import EvalSettings, windows
+from quantize.evaluation import EvalSettings, scored_windows
 
 
 @torch.no_grad()
@@ -16,10 +16,9 @@ def torch_perplexity(model, tokenizer, text: str, settings: EvalSettings) -> tup
     model.eval()
     tokens = tokenizer.encode(text, add_special_tokens=False)[: settings.max_tokens]
     nll, scored = 0.0, 0
-    for start, end, first in windows(len(tokens), settings.window, settings.stride):
-        window = torch.tensor([tokens[start:end]])
-        log_probs = torch.log_softmax(model(input_ids=window).logits[0].float(), dim=-1)
-        targets = window[0, first:]
-        nll -= float(log_probs[first - 1 : end - start - 1].gather(1, targets[:, None]).sum())
+    for window, rows, targets in scored_windows(tokens, settings):
+        logits = model(input_ids=torch.tensor([window])).logits[0, torch.from_numpy(rows)].float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        nll -= float(log_probs.gather(1, torch.from_numpy(targets)[:, None]).sum(dtype=torch.float64))
         scored += len(targets)
     return math.exp(nll / scored), scored

@@ -25,40 +25,9 @@ from app.atomic import atomic_output_path
 from quantize.errors import ConversionError
 from quantize.twin import distributed
 from quantize.twin.split_model import SplitLlama, next_token_loss
+from quantize.twin.training_config import TrainingConfig
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    rank: int = 16
-    alpha: float = 32.0
-    train_layers: int = 20  # LoRA on the top N layers; 0 means every layer (no caching)
-    sequence_length: int = 256
-    batch_size: int = 4
-    grad_accum: int = 1
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    # Small notes are learned in an epoch or two; past that the twin memorises them and does worse
-    # on unseen notes (measured in bench/RESULTS.md), so a time budget is also capped in epochs.
-    max_epochs: float | None = None
-    seed: int = 0
-    threads: int = 0
-    checkpoint_seconds: float = 60.0
-    targets: tuple[str, ...] = LORA_TARGETS
-    precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
-
-    def __post_init__(self):
-        if self.max_steps is None and self.max_minutes is None and self.max_epochs is None:
-            raise ConversionError("give the training a length: --steps N, --minutes M or --epochs E")
-        if self.max_epochs is not None and self.max_epochs <= 0:
-            raise ConversionError("--epochs must be more than 0")
-        if self.rank < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConversionError("--rank, batch size and gradient accumulation must be at least 1")
 
 
 @dataclass

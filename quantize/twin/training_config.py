@@ -1,0 +1,44 @@
+"""What a twin's training is told: the settings a build, a resume and the benchmarks share.
+Free of torch, so the command line can show defaults without loading it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantize.errors import ConversionError
+
+# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "How long to train"):
+# past it the twin memorises its notes and gets worse on unseen ones.
+DEFAULT_EPOCHS = 1.5
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    rank: int = 16
+    alpha: float = 32.0
+    train_layers: int = 20  # LoRA on the top N layers; 0 means every layer (no caching)
+    sequence_length: int = 256
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    # Small notes are learned in an epoch or two; past that the twin memorises them and does worse
+    # on unseen notes, so a time budget is also capped in epochs.
+    max_epochs: float | None = None
+    seed: int = 0
+    threads: int = 0
+    checkpoint_seconds: float = 60.0
+    targets: tuple[str, ...] = LORA_TARGETS
+    precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_minutes is None and self.max_epochs is None:
+            raise ConversionError("give the training a length: --steps N, --minutes M or --epochs E")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ConversionError("--epochs must be more than 0")
+        if self.rank < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConversionError("--rank, batch size and gradient accumulation must be at least 1")
