@@ -52,8 +52,9 @@ class SplitLlama:
         return model.lm_head
 
 
-def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting each next token of the packed sequences."""
+def next_token_loss(prefix_logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting each next token of the packed sequences, from the logits of
+    every position but the last (its prediction has no target, so it is never computed)."""
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1)
+        prefix_logits.reshape(-1, prefix_logits.shape[-1]), input_ids[:, 1:].reshape(-1)
     )

@@ -214,9 +214,12 @@ class TwinTrainer:
         return loss.item()
 
     def logits_for(self, indices: torch.Tensor) -> torch.Tensor:
+        """Logits of every position but the last of these sequences (causal attention: the last
+        token changes none of them). Slicing the small input rather than the vocabulary-wide
+        logits spares the backward pass a zero-filled copy of the logits."""
         if self.split.cut > 0:
-            return self.split.upper_logits(self._lower_hidden(indices))
-        return self.model(input_ids=self.input_ids[indices]).logits
+            return self.split.upper_logits(self._lower_hidden(indices)[:, :-1])
+        return self.model(input_ids=self.input_ids[indices][:, :-1]).logits
 
     @property
     def planned_steps(self) -> int | None:
