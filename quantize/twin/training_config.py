@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from quantize.errors import ConversionError
 
-# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "How long to train"):
+# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "What the settings do"):
 # past it the twin memorises its notes and gets worse on unseen ones.
 DEFAULT_EPOCHS = 1.5
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
