@@ -3,7 +3,7 @@
 machine's man pages (more than ten minutes can read: a twin is limited by its speed).
 Measured side by side in one run:
 
-1. Lantern's twin build (whole command path: dataset, load, layer cache, training, GGUF adapter)
+1. Lantern's twin build (whole command path: dataset, load, training, GGUF adapter)
    in a fixed wall-time budget, ended by the default epoch cap if that comes first. Held-out
    perplexity of the base and of the twin over the first 4,096 held-out tokens, in torch and in
    llama.cpp with the exported adapter on the bundled Q4_1 base, and in torch over the whole
@@ -116,7 +116,7 @@ def main() -> None:
 
         # 1. Lantern's build, within the budget: the training gets what loading and caching leave.
         started = time.perf_counter()
-        build_overhead_estimate = 1.5  # minutes: load, dataset, layer cache, export (measured below)
+        build_overhead_estimate = 1.5  # minutes: load, dataset, export (measured below)
         config = lantern_config(args.minutes - build_overhead_estimate)
         build = build_twin(notes, gguf_source(base_path, "base"), scratch / "twin", "bench-twin", config)
         build_seconds = time.perf_counter() - started

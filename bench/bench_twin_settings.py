@@ -41,7 +41,13 @@ def parse_run(text: str) -> dict:
         if name not in types:
             raise SystemExit(f"unknown setting {name!r}; settings: {', '.join(types)}")
         kind = types[name]
-        overrides[name] = int(value) if kind == "int" else float(value) if "float" in kind else value
+        # Annotations are strings here ("int | None"): the leading type name decides.
+        if kind.startswith("int"):
+            overrides[name] = int(value)
+        elif kind.startswith("float"):
+            overrides[name] = float(value)
+        else:
+            overrides[name] = value
     overrides.setdefault("max_epochs", DEFAULT_EPOCHS)
     return overrides
 
@@ -72,24 +78,24 @@ def main() -> None:
                         torch_perplexity(model, tokenizer, text, WHOLE)[0],
                     )
             last_losses = state.losses[-10:]
-            rows.append((label, state.step, sum(last_losses) / len(last_losses), heldout, whole))
-            sequences = len(trainer.input_ids)
+            shape = f"{len(trainer.input_ids)} x {config.sequence_length}"
+            rows.append((label, shape, state.step, sum(last_losses) / len(last_losses), heldout, whole))
             del torch_model, model, trainer
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        f"{sequences} training sequences of {config.sequence_length} tokens; held-out text: first "
-        f"{EVAL.max_tokens} tokens and all {whole_tokens:,}, windows of {EVAL.window}, stride {EVAL.stride}"
+        f"held-out text: first {EVAL.max_tokens} tokens and all {whole_tokens:,}, "
+        f"windows of {EVAL.window}, stride {EVAL.stride}"
     )
     print(
-        "| settings changed | steps | train loss (last 10 steps) | held-out ppl | reduction "
-        "| whole held-out split | reduction |"
+        "| settings changed | training sequences x tokens | steps | train loss (last 10 steps) "
+        "| held-out ppl | reduction | whole held-out split | reduction |"
     )
-    print("|---|---|---|---|---|---|---|")
-    print(f"| base model | - | - | {base[0]:.3f} | - | {base[1]:.3f} | - |")
-    for label, steps, loss, heldout, whole in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| base model | - | - | - | {base[0]:.3f} | - | {base[1]:.3f} | - |")
+    for label, shape, steps, loss, heldout, whole in rows:
         print(
-            f"| {label} | {steps} | {loss:.3f} | {heldout:.3f} | {1 - heldout / base[0]:.1%} "
+            f"| {label} | {shape} | {steps} | {loss:.3f} | {heldout:.3f} | {1 - heldout / base[0]:.1%} "
             f"| {whole:.3f} | {1 - whole / base[1]:.1%} |"
         )
 

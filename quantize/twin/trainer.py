@@ -197,8 +197,10 @@ class TwinTrainer:
 
     def _lower_hidden(self, indices: torch.Tensor) -> torch.Tensor:
         """The frozen lower layers' output for these sequences, each computed the first time it
-        is drawn and kept: the first epoch pays one forward pass of the lower layers, later epochs
-        nothing, and a budget that ends inside the first epoch never runs them on unseen text."""
+        is drawn and kept by this process: at most one forward pass of the lower layers per
+        sequence in all (training alone, all of it in the first epoch; under torchrun a process
+        may meet a sequence new to it later), and a budget that ends inside the first epoch never
+        runs them on text it does not train on."""
         wanted = indices.tolist()
         missing = sorted({i for i in wanted if i not in self._lower_cache})
         if missing:
