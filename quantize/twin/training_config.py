@@ -26,9 +26,7 @@ class TrainingConfig:
     warmup_steps: int = 10
     max_steps: int | None = None
     max_minutes: float | None = None
-    # Small notes are learned in an epoch or two; past that the twin memorises them and does worse
-    # on unseen notes, so a time budget is also capped in epochs.
-    max_epochs: float | None = None
+    max_epochs: float | None = None  # a time budget is also capped in epochs (see DEFAULT_EPOCHS)
     seed: int = 0
     threads: int = 0
     checkpoint_seconds: float = 60.0
