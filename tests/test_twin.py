@@ -101,6 +101,10 @@ def trained(notes, bundled_model, tmp_path_factory):
     peft_model, cut = add_lora(torch_model.model, config)
     folder = tmp_path_factory.mktemp("trained")
     trainer = TwinTrainer(peft_model, cut, sequences[:16], config, folder)
+    with torch.no_grad():
+        first_batch = trainer.input_ids[:4]
+        plain_loss = peft_model(input_ids=first_batch, labels=first_batch).loss.item()
+        trainer_loss = trainer.loss_for(torch.arange(4)).item()
     state = trainer.run()
     adapter = folder / "adapter.gguf"
     adapted = export_lora_gguf(peft_model, adapter, "test-twin")
@@ -114,6 +118,8 @@ def trained(notes, bundled_model, tmp_path_factory):
     return {
         "full": full_logits,
         "split": split_logits,
+        "plain_loss": plain_loss,
+        "trainer_loss": trainer_loss,
         "state": state,
         "adapter": adapter,
         "adapted": adapted,
@@ -123,8 +129,30 @@ def trained(notes, bundled_model, tmp_path_factory):
     }
 
 
-def test_the_cached_lower_layers_compute_the_same_logits(trained):
+def test_the_cached_lower_layers_compute_the_same_logits_and_loss(trained):
     assert np.allclose(trained["full"].numpy(), trained["split"].numpy(), atol=1e-3)
+    # The trainer's loss (cached lower layers, sliced loss, bf16 products where the CPU has them)
+    # is the one transformers computes from ``labels=``.
+    assert trained["trainer_loss"] == pytest.approx(trained["plain_loss"], rel=1e-2)
+
+
+def test_the_sliced_loss_is_plain_cross_entropy_with_its_gradient():
+    import torch
+
+    from quantize.twin.sliced_loss import sliced_next_token_loss
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 100, 64, generator=generator, requires_grad=True)  # 2 whole slices and a part
+    weight = torch.randn(1000, 64, generator=generator)
+    targets = torch.randint(0, 1000, (3, 100), generator=generator)
+    plain = torch.nn.functional.cross_entropy((hidden @ weight.T).reshape(-1, 1000), targets.reshape(-1))
+    (plain_grad,) = torch.autograd.grad(plain, hidden)
+    sliced = sliced_next_token_loss(hidden, weight, targets, torch.float32)
+    (sliced_grad,) = torch.autograd.grad(3 * sliced, hidden)  # a scale from above is carried through
+    assert sliced.item() == pytest.approx(plain.item(), rel=1e-6)
+    assert torch.allclose(sliced_grad, 3 * plain_grad, atol=1e-7)
+    with pytest.raises(ValueError, match="freeze"):
+        sliced_next_token_loss(hidden, weight.requires_grad_(), targets, torch.float32)
 
 
 def test_a_few_training_steps_lower_the_loss(trained):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from quantize.twin.sliced_loss import sliced_next_token_loss
+
 
 @dataclass
 class SplitLlama:
@@ -37,24 +39,29 @@ class SplitLlama:
 
     @torch.no_grad()
     def lower(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The frozen lower layers' output (the embeddings alone when every layer trains)."""
         inner = self._inner
         return self._run(inner.embed_tokens(input_ids), inner.layers[: self.cut])
 
-    def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def upper_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         inner = self._inner
-        hidden = inner.norm(self._run(hidden, inner.layers[self.cut :]))
-        return self._lm_head()(hidden)
+        return inner.norm(self._run(hidden, inner.layers[self.cut :]))
+
+    def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._lm_head()(self.upper_hidden(hidden))
+
+    def next_token_loss(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Mean cross-entropy of predicting each next token of the packed ``input_ids``, from the
+        lower layers' output ``hidden`` for every position but the last (its prediction has no
+        target, and under causal attention it changes none of the others)."""
+        return sliced_next_token_loss(
+            self.upper_hidden(hidden), self._lm_head().weight, input_ids[:, 1:], dtype
+        )
 
     def _lm_head(self):
         model = self.model
         while not hasattr(model, "lm_head"):
             model = model.model if hasattr(model, "model") else model.base_model
         return model.lm_head
-
-
-def next_token_loss(prefix_logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting each next token of the packed sequences, from the logits of
-    every position but the last (its prediction has no target, so it is never computed)."""
-    return torch.nn.functional.cross_entropy(
-        prefix_logits.reshape(-1, prefix_logits.shape[-1]), input_ids[:, 1:].reshape(-1)
-    )

@@ -24,7 +24,7 @@ import torch
 from app.atomic import atomic_output_path
 from quantize.errors import ConversionError
 from quantize.twin import distributed
-from quantize.twin.split_model import SplitLlama, next_token_loss
+from quantize.twin.split_model import SplitLlama
 from quantize.twin.training_config import TrainingConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -69,7 +69,7 @@ class _TrainedPart(torch.nn.Module):
         self._trainer = [trainer]  # a list, so the trainer is not registered as a submodule
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._trainer[0].logits_for(indices)
+        return self._trainer[0].loss_for(indices)
 
 
 class _StopRequest:
@@ -209,19 +209,17 @@ class TwinTrainer:
         return torch.stack([self._lower_cache[i] for i in wanted])
 
     def _micro_step(self, indices: torch.Tensor) -> float:
-        ids = self.input_ids[indices]
         with self._autocast():
-            loss = next_token_loss(self._forward(indices).float(), ids)
+            loss = self._forward(indices)
         (loss / self.config.grad_accum).backward()
         return loss.item()
 
-    def logits_for(self, indices: torch.Tensor) -> torch.Tensor:
-        """Logits of every position but the last of these sequences (causal attention: the last
-        token changes none of them). Slicing the small input rather than the vocabulary-wide
-        logits spares the backward pass a zero-filled copy of the logits."""
-        if self.split.cut > 0:
-            return self.split.upper_logits(self._lower_hidden(indices)[:, :-1])
-        return self.model(input_ids=self.input_ids[indices][:, :-1]).logits
+    def loss_for(self, indices: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of these sequences."""
+        ids = self.input_ids[indices]
+        hidden = self._lower_hidden(indices) if self.split.cut > 0 else self.split.lower(ids)
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        return self.split.next_token_loss(hidden[:, :-1], ids, dtype)
 
     @property
     def planned_steps(self) -> int | None:
