@@ -10,7 +10,7 @@ Measured side by side in one run:
    held-out split; then the merged model, as F16 and re-quantized to Q4_1.
 2. Plain transformers + peft LoRA over every layer, fp32, same rank, targets, sequence length,
    batch, learning-rate schedule and epoch cap, within the same wall-time budget.
-3. Training tokens/s of each speed-up alone, a few steps each.
+3. Training tokens/s as the speed-ups are added one by one, a few steps each.
 
 Run: .venv/bin/python bench/bench_twin.py [--minutes 10] [--corpus pydoc|man]
 """
@@ -93,7 +93,7 @@ def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
     for label, trainer_class, layers, precision in (
         ("plain transformers+peft: every layer, fp32", PlainPeftTrainer, 0, "fp32"),
         ("+ bf16 matrix products", PlainPeftTrainer, 0, "bf16"),
-        ("+ sliced next-token loss", TwinTrainer, 0, "bf16"),
+        ("+ sliced next-token loss (in Lantern's own pass over the layers)", TwinTrainer, 0, "bf16"),
         ("+ LoRA on the top 20 layers, lower layers run once (Lantern)", TwinTrainer, 20, "bf16"),
     ):
         config = lantern_config(None, max_steps=steps + 2, train_layers=layers, precision=precision)
@@ -206,7 +206,7 @@ def main() -> None:
         f"| merged twin, re-quantized to Q4_1 | {merged_llama:.3f} | {merged_llama / twin_torch - 1:+.2%} |"
     )
     print(f"reduction through llama.cpp with the adapter: {1 - twin_llama / base_llama:.1%} (target >= 35%)")
-    print("\n## Speed-ups alone (training tokens/s, same data, rank 16, seq 256, batch 4)")
+    print("\n## Speed-ups added one by one (training tokens/s, same data, rank 16, seq 256, batch 4)")
     print("| configuration | tokens/s | vs plain |")
     print("|---|---|---|")
     for label, rate in rows:

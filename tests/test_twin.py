@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -100,11 +101,12 @@ def trained(notes, bundled_model, tmp_path_factory):
     sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, config.sequence_length)
     peft_model, cut = add_lora(torch_model.model, config)
     folder = tmp_path_factory.mktemp("trained")
-    trainer = TwinTrainer(peft_model, cut, sequences[:16], config, folder)
     with torch.no_grad():
-        first_batch = trainer.input_ids[:4]
+        fp32_trainer = TwinTrainer(peft_model, cut, sequences[:4], replace(config, precision="fp32"), folder)
+        first_batch = fp32_trainer.input_ids
         plain_loss = peft_model(input_ids=first_batch, labels=first_batch).loss.item()
-        trainer_loss = trainer.loss_for(torch.arange(4)).item()
+        trainer_loss = fp32_trainer.loss_for(torch.arange(4)).item()
+    trainer = TwinTrainer(peft_model, cut, sequences[:16], config, folder)
     state = trainer.run()
     adapter = folder / "adapter.gguf"
     adapted = export_lora_gguf(peft_model, adapter, "test-twin")
@@ -131,9 +133,9 @@ def trained(notes, bundled_model, tmp_path_factory):
 
 def test_the_cached_lower_layers_compute_the_same_logits_and_loss(trained):
     assert np.allclose(trained["full"].numpy(), trained["split"].numpy(), atol=1e-3)
-    # The trainer's loss (cached lower layers, sliced loss, bf16 products where the CPU has them)
-    # is the one transformers computes from ``labels=``.
-    assert trained["trainer_loss"] == pytest.approx(trained["plain_loss"], rel=1e-2)
+    # The trainer's loss (cached lower layers, then the sliced loss) is the one transformers
+    # computes from ``labels=``.
+    assert trained["trainer_loss"] == pytest.approx(trained["plain_loss"], rel=1e-5)
 
 
 def test_the_sliced_loss_is_plain_cross_entropy_with_its_gradient():
@@ -151,6 +153,19 @@ def test_the_sliced_loss_is_plain_cross_entropy_with_its_gradient():
     (sliced_grad,) = torch.autograd.grad(3 * sliced, hidden)  # a scale from above is carried through
     assert sliced.item() == pytest.approx(plain.item(), rel=1e-6)
     assert torch.allclose(sliced_grad, 3 * plain_grad, atol=1e-7)
+
+    # bf16 products round like autocast's lm_head does.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_logits = torch.nn.functional.linear(hidden, weight).float()
+    autocast = torch.nn.functional.cross_entropy(autocast_logits.reshape(-1, 1000), targets.reshape(-1))
+    (autocast_grad,) = torch.autograd.grad(autocast, hidden)
+    sliced = sliced_next_token_loss(hidden, weight, targets, torch.bfloat16)
+    (sliced_grad,) = torch.autograd.grad(sliced, hidden)
+    assert sliced.item() == pytest.approx(autocast.item(), rel=1e-3)
+    assert (sliced_grad - autocast_grad).norm() < 0.01 * autocast_grad.norm()
+
+    with pytest.raises(ValueError, match="one target per position"):
+        sliced_next_token_loss(hidden, weight, targets[:, 1:], torch.float32)
     with pytest.raises(ValueError, match="freeze"):
         sliced_next_token_loss(hidden, weight.requires_grad_(), targets, torch.float32)
 

@@ -51,13 +51,13 @@ class SplitLlama:
         return self._lm_head()(self.upper_hidden(hidden))
 
     def next_token_loss(
-        self, hidden: torch.Tensor, input_ids: torch.Tensor, dtype: torch.dtype
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, product_dtype: torch.dtype
     ) -> torch.Tensor:
         """Mean cross-entropy of predicting each next token of the packed ``input_ids``, from the
         lower layers' output ``hidden`` for every position but the last (its prediction has no
         target, and under causal attention it changes none of the others)."""
         return sliced_next_token_loss(
-            self.upper_hidden(hidden), self._lm_head().weight, input_ids[:, 1:], dtype
+            self.upper_hidden(hidden), self._lm_head().weight, input_ids[:, 1:], product_dtype
         )
 
     def _lm_head(self):
