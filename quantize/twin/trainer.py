@@ -1,9 +1,10 @@
 """LoRA training of the twin: AdamW, warm-up then cosine decay, gradient accumulation, checkpoints
 that make Ctrl+C and --resume lose nothing, deterministic for a given --seed and --steps.
 
-Speed on a laptop CPU comes from training only the upper layers and running the frozen lower
-layers once per sequence, the first time it is drawn (see split_model); bench/bench_twin.py
-measures it against plain transformers + peft LoRA over every layer.
+Speed on a laptop CPU comes from bf16 matrix products where the CPU has them, a loss that never
+holds the vocabulary-wide logits whole (sliced_loss), and training only the upper layers while the
+frozen lower ones run once per sequence, the first time it is drawn (split_model);
+bench/bench_twin.py measures each against plain transformers + peft LoRA over every layer.
 """
 
 from __future__ import annotations
