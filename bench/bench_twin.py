@@ -13,6 +13,7 @@ Measured side by side in one run:
 3. Training tokens/s as the speed-ups are added one by one, a few steps each.
 
 Run: .venv/bin/python bench/bench_twin.py [--minutes 10] [--corpus pydoc|man]
+     .venv/bin/python bench/bench_twin.py --speedups-only --speedup-steps 12   (3. alone)
 """
 
 from __future__ import annotations
@@ -111,8 +112,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="Wall-time budget of a twin build.")
     parser.add_argument("--speedup-steps", type=int, default=6)
     parser.add_argument("--corpus", choices=("pydoc", "man"), default="pydoc")
+    parser.add_argument("--speedups-only", action="store_true", help="Only the speed-ups table.")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.speedups_only:
+        with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
+            write_pydoc_notes(Path(scratch) / "notes")
+            rows = speedups(Path(scratch) / "notes", args.speedup_steps)
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; notes: pydoc"
+        )
+        print_speedups(rows, args.speedup_steps)
+        return
     base_path = bundled_model_path()
     with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
         scratch = Path(scratch)
@@ -206,7 +217,13 @@ def main() -> None:
         f"| merged twin, re-quantized to Q4_1 | {merged_llama:.3f} | {merged_llama / twin_torch - 1:+.2%} |"
     )
     print(f"reduction through llama.cpp with the adapter: {1 - twin_llama / base_llama:.1%} (target >= 35%)")
-    print("\n## Speed-ups added one by one (training tokens/s, same data, rank 16, seq 256, batch 4)")
+    print_speedups(rows, args.speedup_steps)
+
+
+def print_speedups(rows: list[tuple[str, float]], steps: int) -> None:
+    print(
+        f"\n## Speed-ups added one by one (training tokens/s over {steps} steps, rank 16, seq 256, batch 4)"
+    )
     print("| configuration | tokens/s | vs plain |")
     print("|---|---|---|")
     for label, rate in rows:
