@@ -62,7 +62,8 @@ def quiet_library_warnings():
 
 
 class _TrainedPart(torch.nn.Module):
-    """The part of the model a step runs with gradients, as one module (what DDP wraps)."""
+    """The part of a step that runs with gradients, as one module (what DDP wraps): sequence
+    indices in, their mean next-token loss out."""
 
     def __init__(self, trainer: TwinTrainer):
         super().__init__()
