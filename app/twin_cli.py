@@ -14,7 +14,7 @@ from app.errors import LanternError
 from app.formatting import human_bytes
 from app.model_store import check_model_name
 from app.twins import TwinRecord
-from quantize.twin.training_config import DEFAULT_EPOCHS
+from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig
 
 
 def _say(message: str) -> None:
@@ -30,7 +30,7 @@ def twin():
 @click.argument("notes", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the dataset.")
 @click.option("--base", help="Model whose tokenizer counts the tokens (default: the default model).")
-@click.option("--seq-len", default=256, show_default=True)
+@click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -68,9 +68,14 @@ def _tokenizer(ctx, base: str | None):
 @click.argument("notes", type=click.Path(path_type=Path))
 @click.option("--name", default="twin", show_default=True, help="The twin's name.")
 @click.option("--base", help="Base model in the store (default: the default model).")
-@click.option("--rank", default=16, show_default=True)
-@click.option("--alpha", default=32.0, show_default=True)
-@click.option("--train-layers", default=20, show_default=True, help="LoRA on the top N layers (0: all).")
+@click.option("--rank", default=TrainingConfig.rank, show_default=True)
+@click.option("--alpha", default=TrainingConfig.alpha, show_default=True)
+@click.option(
+    "--train-layers",
+    default=TrainingConfig.train_layers,
+    show_default=True,
+    help="LoRA on the top N layers (0: all).",
+)
 @click.option("--steps", type=int, help="Optimizer steps.")
 @click.option("--minutes", type=float, help="Train for at most this long.")
 @click.option(
@@ -78,10 +83,10 @@ def _tokenizer(ctx, base: str | None):
     type=float,
     help=f"Stop after this many passes over the notes (default {DEFAULT_EPOCHS:g} unless --steps is given).",
 )
-@click.option("--seq-len", default=256, show_default=True)
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--grad-accum", default=1, show_default=True)
-@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True)
+@click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True)
+@click.option("--grad-accum", default=TrainingConfig.grad_accum, show_default=True)
+@click.option("--lr", default=TrainingConfig.learning_rate, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the twin's last checkpoint.")
@@ -91,7 +96,6 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
     """Fine-tune a twin on NOTES (LoRA); Ctrl+C saves a checkpoint, --resume continues it."""
     from quantize.sources import resolve_source
     from quantize.twin.builder import build_twin
-    from quantize.twin.training_config import TrainingConfig
 
     assistant = assistant_from(ctx)
     check_model_name(name)
@@ -334,7 +338,6 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     from quantize.twin.dpo import DpoSettings, no_pairs_error, tune_preferences
     from quantize.twin.preferences import dpo_pairs
     from quantize.twin.trainer import CHECKPOINT, add_lora
-    from quantize.twin.training_config import TrainingConfig
 
     assistant = assistant_from(ctx)
     record = assistant.twins.get(name)

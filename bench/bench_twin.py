@@ -221,8 +221,10 @@ def main() -> None:
 
 
 def print_speedups(rows: list[tuple[str, float]], steps: int) -> None:
+    defaults = lantern_config(None, max_steps=steps)
     print(
-        f"\n## Speed-ups added one by one (training tokens/s over {steps} steps, rank 16, seq 256, batch 4)"
+        f"\n## Speed-ups added one by one (training tokens/s over {steps} steps, rank {defaults.rank}, "
+        f"seq {defaults.sequence_length}, batch {defaults.batch_size})"
     )
     print("| configuration | tokens/s | vs plain |")
     print("|---|---|---|")

@@ -97,7 +97,9 @@ def trained(notes, bundled_model, tmp_path_factory):
         split = SplitLlama(torch_model.model, cut=20)
         split_logits = split.upper_logits(split.lower(ids))
     # 16 sequences in batches of 4: an epoch is 4 steps, so 2.5 epochs end after 10.
-    config = TrainingConfig(rank=8, alpha=16, train_layers=4, max_epochs=2.5, learning_rate=3e-3, seed=0)
+    config = TrainingConfig(
+        rank=8, alpha=16, train_layers=4, batch_size=4, max_epochs=2.5, learning_rate=3e-3, seed=0
+    )
     sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, config.sequence_length)
     peft_model, cut = add_lora(torch_model.model, config)
     folder = tmp_path_factory.mktemp("trained")

@@ -130,7 +130,7 @@ def add_lora(model, config: TrainingConfig):
         lora_alpha=config.alpha,
         target_modules=list(config.targets),
         layers_to_transform=list(range(layers - train_layers, layers)),
-        lora_dropout=0.0,
+        lora_dropout=config.lora_dropout,
         bias="none",
     )
     with quiet_library_warnings():
