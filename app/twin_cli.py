@@ -87,8 +87,13 @@ def _tokenizer(ctx, base: str | None):
 @click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True)
 @click.option("--grad-accum", default=TrainingConfig.grad_accum, show_default=True)
 @click.option("--lr", default=TrainingConfig.learning_rate, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--seed", default=TrainingConfig.seed, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default=TrainingConfig.precision,
+    show_default=True,
+)
 @click.option("--resume", is_flag=True, help="Continue from the twin's last checkpoint.")
 @click.option("--merge", is_flag=True, help="Also write a merged model, re-quantized to the base's type.")
 @click.pass_context

@@ -56,15 +56,7 @@ def write_pydoc_notes(folder: Path) -> None:
 
 
 def lantern_config(minutes: float, **overrides) -> TrainingConfig:
-    settings = dict(
-        rank=16,
-        alpha=32,
-        train_layers=20,
-        learning_rate=3e-3,
-        max_minutes=minutes,
-        max_epochs=DEFAULT_EPOCHS,
-        seed=0,
-    )
+    settings = dict(max_minutes=minutes, max_epochs=DEFAULT_EPOCHS)  # the rest: TrainingConfig's defaults
     settings.update(overrides)
     return TrainingConfig(**settings)
 
