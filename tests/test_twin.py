@@ -100,7 +100,8 @@ def trained(notes, bundled_model, tmp_path_factory):
     config = TrainingConfig(
         rank=8, alpha=16, train_layers=4, batch_size=4, max_epochs=2.5, learning_rate=3e-3, seed=0
     )
-    sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, config.sequence_length)
+    train_samples = build_dataset(notes).train.samples
+    sequences = pack(train_samples, torch_model.tokenizer, config.sequence_length)
     peft_model, cut = add_lora(torch_model.model, config)
     folder = tmp_path_factory.mktemp("trained")
     with torch.no_grad():
@@ -130,7 +131,18 @@ def trained(notes, bundled_model, tmp_path_factory):
         "ids": ids[0].tolist(),
         "base_logits": full_logits[0].float().numpy(),
         "twin_logits": twin_logits,
+        "packed": [torch_model.tokenizer.decode(sequence) for sequence in sequences],
+        "chat_answers": [sample.text for sample in train_samples if sample.kind == "chat"],
     }
+
+
+def test_no_training_sequence_holds_a_chat_answer_next_to_the_passage_it_repeats(trained):
+    # A chat answer is the opening of a passage; in one sequence with it, the model would learn to
+    # copy the answer from its context instead of learning to write it.
+    openings = [answer[:60] for answer in trained["chat_answers"] if len(answer) >= 60]
+    assert len(openings) > 10
+    for sequence in trained["packed"]:
+        assert all(sequence.count(opening) <= 1 for opening in openings)
 
 
 def test_the_cached_lower_layers_compute_the_same_logits_and_loss(trained):

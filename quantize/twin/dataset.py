@@ -141,10 +141,12 @@ def render_sample(sample: TwinSample, tokenizer) -> str:
 
 def pack(samples: tuple[TwinSample, ...], tokenizer, sequence_length: int) -> list[list[int]]:
     """Concatenate the samples' tokens, each ended by EOS, and cut into full sequences: no padding,
-    so every token in a batch is trained on."""
+    so every token in a batch is trained on. The chat samples come after all the notes' text, so
+    an answer never shares a sequence with the passage it repeats (the model would learn to copy
+    it from its context rather than to write it)."""
     stream: list[int] = []
     eos = tokenizer.eos_token_id
-    for sample in samples:
+    for sample in sorted(samples, key=lambda s: s.kind != "text"):
         stream += tokenizer.encode(render_sample(sample, tokenizer), add_special_tokens=False) + [eos]
     return [
         stream[i : i + sequence_length] for i in range(0, len(stream) - sequence_length + 1, sequence_length)
