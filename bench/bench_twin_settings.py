@@ -3,8 +3,9 @@ settings changed (how many passes, which layers, rank, learning rate, sequence l
 held-out perplexity each reaches. The twin's defaults come from here.
 
 Notes: Python's pydoc topics (as in bench_twin.py), Lantern's default settings unless a run
-changes them; each run trains until its epoch cap (1.5 unless given), with no time limit. Held-out
-perplexity in torch over the first 4,096 held-out tokens and over the whole held-out split.
+changes them; each run trains until its epoch cap (DEFAULT_EPOCHS unless given), with no time
+limit. Held-out perplexity in torch over the first 4,096 held-out tokens and over the whole
+held-out split.
 
 Run: .venv/bin/python bench/bench_twin_settings.py [RUN ...]
      where RUN is comma-separated setting=value pairs of TrainingConfig, for example
@@ -29,7 +30,7 @@ from quantize.twin.dataset import build_dataset, heldout_text  # noqa: E402
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
 from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig  # noqa: E402
 
-DEFAULT_RUNS = ("max_epochs=1", "max_epochs=1.5", "max_epochs=2")
+DEFAULT_RUNS = ("max_epochs=1", "max_epochs=1.2", "max_epochs=1.5")
 
 
 def parse_run(text: str) -> dict:
@@ -80,6 +81,7 @@ def main() -> None:
             last_losses = state.losses[-10:]
             shape = f"{len(trainer.input_ids)} x {config.sequence_length}"
             rows.append((label, shape, state.step, sum(last_losses) / len(last_losses), heldout, whole))
+            print(f"{label}: held-out {heldout:.3f} (base {base[0]:.3f}), whole {whole:.3f}", flush=True)
             del torch_model, model, trainer
 
     print(

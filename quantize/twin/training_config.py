@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from quantize.errors import ConversionError
 
-# Where held-out perplexity bottoms out on small notes (bench/RESULTS.md, "What the settings do"):
-# past it the twin memorises its notes and gets worse on unseen ones.
-DEFAULT_EPOCHS = 1.5
+# Where held-out perplexity bottoms out on small notes in batches of 2 (bench/RESULTS.md, "What the
+# settings do": 1.0, 1.2 and 1.5 passes measured): past it the twin memorises its notes and gets
+# worse on unseen ones.
+DEFAULT_EPOCHS = 1.2
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
