@@ -213,10 +213,9 @@ def main() -> None:
 
 
 def print_speedups(rows: list[tuple[str, float]], steps: int) -> None:
-    defaults = lantern_config(None, max_steps=steps)
     print(
-        f"\n## Speed-ups added one by one (training tokens/s over {steps} steps, rank {defaults.rank}, "
-        f"seq {defaults.sequence_length}, batch {defaults.batch_size})"
+        f"\n## Speed-ups added one by one (training tokens/s over {steps} steps, rank {TrainingConfig.rank}, "
+        f"seq {TrainingConfig.sequence_length}, batch {TrainingConfig.batch_size})"
     )
     print("| configuration | tokens/s | vs plain |")
     print("|---|---|---|")
