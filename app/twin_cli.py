@@ -14,6 +14,7 @@ from app.errors import LanternError
 from app.formatting import human_bytes
 from app.model_store import check_model_name
 from app.twins import TwinRecord
+from quantize.twin.compile_choice import CHOICES as COMPILE_CHOICES
 from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig
 
 
@@ -94,6 +95,14 @@ def _tokenizer(ctx, base: str | None):
     default=TrainingConfig.precision,
     show_default=True,
 )
+@click.option(
+    "--compile",
+    "compile_layers",
+    type=click.Choice(COMPILE_CHOICES),
+    default=TrainingConfig.compile,
+    show_default=True,
+    help="Compile the trained layers with torch's inductor (auto: for runs long enough to repay it).",
+)
 @click.option("--resume", is_flag=True, help="Continue from the twin's last checkpoint.")
 @click.option("--merge", is_flag=True, help="Also write a merged model, re-quantized to the base's type.")
 @click.pass_context
@@ -123,6 +132,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         max_epochs=_epochs(options["epochs"], options["steps"]),
         seed=options["seed"],
         precision=options["precision"],
+        compile=options["compile_layers"],
     )
     record = assistant.twins.get(name) if resume else TwinRecord(name, base, str(Path(notes).resolve()))
     assistant.twins.save(record)

@@ -9,8 +9,10 @@ Measured side by side in one run:
    llama.cpp with the exported adapter on the bundled Q4_1 base, and in torch over the whole
    held-out split; then the merged model, as F16 and re-quantized to Q4_1.
 2. Plain transformers + peft LoRA over every layer, fp32, same rank, targets, sequence length,
-   batch, learning-rate schedule and epoch cap, within the same wall-time budget.
-3. Training tokens/s as the speed-ups are added one by one, a few steps each.
+   batch, learning-rate schedule and epoch cap, within the same wall-time budget; and again
+   within the time Lantern's training took (perplexity at equal wall time).
+3. Training tokens/s as the speed-ups are added one by one, a few steps each, and one layer's
+   attention as transformers runs it (SDPA) and as the twin's compiled layers run it.
 
 Run: .venv/bin/python bench/bench_twin.py [--minutes 10] [--corpus pydoc|man]
      .venv/bin/python bench/bench_twin.py --speedups-only --speedup-steps 12   (3. alone)
@@ -23,6 +25,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +45,7 @@ from quantize.torch_bridge import load_torch_model  # noqa: E402
 from quantize.twin.builder import build_twin  # noqa: E402
 from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E402
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
-from quantize.twin.trainer import TwinTrainer, add_lora  # noqa: E402
+from quantize.twin.trainer import TrainingState, TwinTrainer, add_lora  # noqa: E402
 from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig  # noqa: E402
 
 EVAL = EvalSettings(window=512, stride=256, max_tokens=4096)
@@ -79,24 +82,97 @@ def train_from_base(dataset, config: TrainingConfig, checkpoint_dir: Path, train
     return torch_model, trainer, trainer.run()
 
 
+@dataclass(frozen=True)
+class PlainRun:
+    seconds: float  # loading, packing and training
+    state: TrainingState
+    sequences: int
+    heldout: float  # perplexity over the first 4,096 held-out tokens
+    whole: float  # over the whole held-out split
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.state.tokens_seen / self.state.elapsed_seconds
+
+
+def train_plain(dataset, base_path: Path, minutes: float, text: str, checkpoint_dir: Path) -> PlainRun:
+    """Plain transformers + peft over every layer, fp32, in ``minutes`` from loading the base."""
+    started = time.perf_counter()
+    torch_model = load_torch_model(gguf_source(base_path, "base"))
+    config = lantern_config(None, train_layers=0, precision="fp32", compile="off")
+    sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
+    config = replace(config, max_minutes=minutes - (time.perf_counter() - started) / 60)
+    model, _ = add_lora(torch_model.model, config)
+    state = PlainPeftTrainer(model, 0, sequences, config, checkpoint_dir).run()
+    seconds = time.perf_counter() - started
+    heldout = torch_perplexity(model, torch_model.tokenizer, text, EVAL)[0]
+    whole = torch_perplexity(model, torch_model.tokenizer, text, WHOLE)[0]
+    return PlainRun(seconds, state, len(sequences), heldout, whole)
+
+
 def speedups(notes: Path, steps: int) -> list[tuple[str, float]]:
     """Training tokens/s as the speed-ups are added one by one."""
     rows = []
     dataset = build_dataset(notes)
-    for label, trainer_class, layers, precision in (
-        ("plain transformers+peft: every layer, fp32", PlainPeftTrainer, 0, "fp32"),
-        ("+ bf16 matrix products", PlainPeftTrainer, 0, "bf16"),
-        ("+ sliced next-token loss (in Lantern's own pass over the layers)", TwinTrainer, 0, "bf16"),
-        ("+ LoRA on the top 20 layers, lower layers run once (Lantern)", TwinTrainer, 20, "bf16"),
+    for label, trainer_class, layers, precision, compiled in (
+        ("plain transformers+peft: every layer, fp32", PlainPeftTrainer, 0, "fp32", "off"),
+        ("+ bf16 matrix products", PlainPeftTrainer, 0, "bf16", "off"),
+        ("+ sliced next-token loss (in Lantern's own pass over the layers)", TwinTrainer, 0, "bf16", "off"),
+        ("+ layers compiled, causal attention for packed sequences", TwinTrainer, 0, "bf16", "on"),
+        ("+ LoRA on the top 20 layers, lower layers run once (Lantern)", TwinTrainer, 20, "bf16", "on"),
     ):
-        config = lantern_config(None, max_steps=steps + 2, train_layers=layers, precision=precision)
+        config = lantern_config(
+            None, max_steps=steps + 2, train_layers=layers, precision=precision, compile=compiled
+        )
         with tempfile.TemporaryDirectory() as scratch:
             _, trainer, state = train_from_base(dataset, config, Path(scratch), trainer_class)
-        # Steps after the first two (warm-up of the allocator and kernels).
+        # Steps after the first two (warm-up of the allocator and kernels, and the compiler: the
+        # whole build above counts it).
         tokens = steps * trainer.batch_size * config.sequence_length
         rate = tokens / (state.elapsed_seconds - sum(state.step_seconds[:2]))
         rows.append((label, rate))
     return rows
+
+
+def attention_timings(repeats: int = 20) -> list[tuple[str, float]]:
+    """Milliseconds for one forward and backward of a training step's attention in one layer
+    (batch 2, SmolLM2's 9 query and 3 key-value heads of 64, 256 positions), side by side."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from quantize.twin.causal_attention import causal_attention
+
+    def sdpa(query, key, value):
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, repeat_kv(key, 3), repeat_kv(value, 3), is_causal=True
+        )
+
+    def causal(query, key, value):
+        return causal_attention(None, query, key, value, None, scaling=64**-0.5)[0]
+
+    rows = []
+    for label, attend in (
+        ("SDPA (transformers' default), bf16", sdpa),
+        ("causal_attention, uncompiled, bf16", causal),
+        ("causal_attention, compiled, bf16", torch.compile(causal, dynamic=False)),
+    ):
+        query, key, value = (
+            torch.randn(2, heads, 256, 64, dtype=torch.bfloat16, requires_grad=True) for heads in (9, 3, 3)
+        )
+        for _ in range(3):
+            attend(query, key, value).sum().backward()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            attend(query, key, value).sum().backward()
+        rows.append((label, (time.perf_counter() - started) / repeats * 1000))
+    return rows
+
+
+def print_attention(rows: list[tuple[str, float]]) -> None:
+    print("\n## One layer's attention, forward and backward (batch 2, 256 positions)")
+    print("| attention | ms | vs SDPA |")
+    print("|---|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.2f} | {rows[0][1] / ms:.2f}x |")
 
 
 def main() -> None:
@@ -115,6 +191,7 @@ def main() -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; notes: pydoc"
         )
         print_speedups(rows, args.speedup_steps)
+        print_attention(attention_timings())
         return
     base_path = bundled_model_path()
     with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
@@ -152,19 +229,12 @@ def main() -> None:
         merged_llama = measure_perplexity(q41, "merged", text, EVAL, speed=False).perplexity
         del build, merged
 
-        # 2. Plain transformers + peft, every layer, fp32, the same wall time.
-        started = time.perf_counter()
-        torch_model = load_torch_model(gguf_source(base_path, "base"))
-        sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
-        remaining = args.minutes - (time.perf_counter() - started) / 60
-        plain_config = lantern_config(remaining, train_layers=0, precision="fp32")
-        plain_model, _ = add_lora(torch_model.model, plain_config)
-        plain = PlainPeftTrainer(plain_model, 0, sequences, plain_config, scratch / "plain")
-        plain_state = plain.run()
-        plain_seconds = time.perf_counter() - started
-        plain_torch = torch_perplexity(plain_model, torch_model.tokenizer, text, EVAL)[0]
-        plain_whole = torch_perplexity(plain_model, torch_model.tokenizer, text, WHOLE)[0]
-        del torch_model, plain_model, plain
+        # 2. Plain transformers + peft, every layer, fp32: in the same budget, and in the time
+        # Lantern's training took (equal wall time, with its schedule fitted to that time).
+        plain = train_plain(dataset, base_path, args.minutes, text, scratch / "plain")
+        plain_equal = train_plain(
+            dataset, base_path, result.state.elapsed_seconds / 60, text, scratch / "plain-equal"
+        )
 
         rows = speedups(notes, args.speedup_steps)
 
@@ -175,7 +245,7 @@ def main() -> None:
         f"{counts['heldout']['files']} held-out files; held-out text scored in windows of 512, stride 256"
     )
     print(f"\n## Twin build in {args.minutes:g} minutes")
-    epoch_tokens = len(sequences) * config.sequence_length
+    epoch_tokens = plain.sequences * config.sequence_length
     print(
         "| | wall s | steps | epochs | train tok/s | held-out ppl (torch) | reduction | "
         f"whole held-out split ({whole_tokens:,} tokens) | reduction |"
@@ -188,12 +258,16 @@ def main() -> None:
         f"{result.tokens_per_second:.0f} | {twin_torch:.3f} | {1 - twin_torch / base_torch:.1%} | "
         f"{twin_whole:.3f} | {1 - twin_whole / base_whole:.1%} |"
     )
-    plain_rate = plain_state.tokens_seen / plain_state.elapsed_seconds
-    print(
-        f"| plain transformers+peft | {plain_seconds:.0f} | {plain_state.step} | "
-        f"{plain_state.tokens_seen / epoch_tokens:.2f} | {plain_rate:.0f} | {plain_torch:.3f} | "
-        f"{1 - plain_torch / base_torch:.1%} | {plain_whole:.3f} | {1 - plain_whole / base_whole:.1%} |"
-    )
+    for label, run in (
+        ("plain transformers+peft", plain),
+        ("plain, for Lantern's training time", plain_equal),
+    ):
+        print(
+            f"| {label} | {run.seconds:.0f} | {run.state.step} | "
+            f"{run.state.tokens_seen / epoch_tokens:.2f} | {run.tokens_per_second:.0f} | {run.heldout:.3f} | "
+            f"{1 - run.heldout / base_torch:.1%} | {run.whole:.3f} | {1 - run.whole / base_whole:.1%} |"
+        )
+    plain_rate = plain.tokens_per_second
     print(f"\nLantern's tokens/s include the lower layers' first pass; bf16 products: {result.bf16}")
     print(f"Train tokens/s, Lantern / plain: {result.tokens_per_second / plain_rate:.2f} (target >= 2)")
     print("\n## Through llama.cpp (bundled Q4_1 base)")
@@ -210,6 +284,7 @@ def main() -> None:
     )
     print(f"reduction through llama.cpp with the adapter: {1 - twin_llama / base_llama:.1%} (target >= 35%)")
     print_speedups(rows, args.speedup_steps)
+    print_attention(attention_timings())
 
 
 def print_speedups(rows: list[tuple[str, float]], steps: int) -> None:

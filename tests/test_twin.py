@@ -184,6 +184,76 @@ def test_the_sliced_loss_is_plain_cross_entropy_with_its_gradient():
         sliced_next_token_loss(hidden, weight.requires_grad_(), targets, torch.float32)
 
 
+def test_the_causal_attention_is_sdpa_with_its_gradient():
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from quantize.twin.causal_attention import causal_attention
+
+    generator = torch.Generator().manual_seed(0)
+    # SmolLM2's shape: 9 query heads sharing 3 key-value heads, 64 dimensions each.
+    query, key, value = (
+        torch.randn(2, heads, 40, 64, generator=generator, requires_grad=True) for heads in (9, 3, 3)
+    )
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, repeat_kv(key, 3), repeat_kv(value, 3), is_causal=True, scale=0.125
+    ).transpose(1, 2)
+    output, _ = causal_attention(None, query, key, value, None, scaling=0.125)
+    assert output.shape == (2, 40, 9, 64)
+    assert torch.allclose(output, expected, atol=1e-5)
+    upstream = torch.randn(output.shape, generator=generator)
+    assert all(
+        torch.allclose(a, b, atol=1e-5)
+        for a, b in zip(
+            torch.autograd.grad(output, (query, key, value), upstream),
+            torch.autograd.grad(expected, (query, key, value), upstream),
+            strict=True,
+        )
+    )
+
+
+def test_compiled_layers_train_as_the_uncompiled_ones(notes, bundled_model, tmp_path):
+    """The layers compiled by inductor, with the causal attention, give the same training: the
+    same losses step by step, to bf16 rounding."""
+    from quantize.sources import gguf_source
+    from quantize.torch_bridge import load_torch_model
+    from quantize.twin.dataset import build_dataset, pack
+    from quantize.twin.trainer import TwinTrainer, add_lora
+    from quantize.twin.training_config import TrainingConfig
+
+    samples = build_dataset(notes).train.samples
+    losses = {}
+    for compiled in ("off", "on"):
+        config = TrainingConfig(
+            rank=8, alpha=16, train_layers=4, batch_size=2, max_steps=4, precision="bf16", compile=compiled
+        )
+        torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
+        sequences = pack(samples, torch_model.tokenizer, config.sequence_length)[:8]
+        peft_model, cut = add_lora(torch_model.model, config)
+        trainer = TwinTrainer(peft_model, cut, sequences, config, tmp_path / compiled)
+        assert trainer.split.compiled == (compiled == "on")
+        losses[compiled] = trainer.run().losses
+    assert losses["on"] == pytest.approx(losses["off"], rel=0.01)
+    assert losses["on"] != losses["off"]  # a different code path did run
+
+
+def test_compiling_is_chosen_for_long_runs_and_refused_without_a_compiler(monkeypatch, tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.twin.compile_choice import should_compile
+
+    assert should_compile("auto", planned_steps=213, max_minutes=10)  # the default pydoc build
+    assert not should_compile("auto", planned_steps=6, max_minutes=None)  # a quick try
+    assert not should_compile("off", planned_steps=213, max_minutes=10)
+    # A machine without a C++ compiler: nothing on PATH, no $CXX.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    assert not should_compile("auto", planned_steps=213, max_minutes=10)
+    with pytest.raises(ConversionError, match="needs a C\\+\\+ compiler"):
+        should_compile("on", planned_steps=6, max_minutes=None)
+    with pytest.raises(ConversionError, match="must be one of"):
+        should_compile("sometimes", planned_steps=6, max_minutes=None)
+
+
 def test_a_few_training_steps_lower_the_loss(trained):
     losses = trained["state"].losses
     assert len(losses) == 10  # stopped by the epoch cap

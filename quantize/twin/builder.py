@@ -73,6 +73,8 @@ def build_twin(
         trainer.load_checkpoint()
         say(f"Resuming at step {trainer.state.step} ({trainer.state.tokens_seen:,} tokens trained)")
     precision = "bf16 matrix products" if trainer.bf16 else "fp32"
+    if trainer.split.compiled:
+        precision += ", layers compiled (the first step waits for the compiler)"
     if trainer.dist.enabled:
         precision += f", {trainer.dist.world_size} processes (DDP over gloo)"
 

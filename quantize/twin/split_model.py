@@ -7,10 +7,12 @@ on the cached hidden states, so a step costs the upper layers' forward and backw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
 import torch
 
+from quantize.twin.causal_attention import attention_for_training
 from quantize.twin.sliced_loss import sliced_next_token_loss
 
 
@@ -18,6 +20,8 @@ from quantize.twin.sliced_loss import sliced_next_token_loss
 class SplitLlama:
     model: object  # LlamaForCausalLM (possibly wrapped by peft: LoRA layers sit inside it)
     cut: int  # layers [0, cut) are frozen and cached; [cut, L) train
+    compiled: bool = False  # the trained layers run compiled (see compile_choice), with causal_attention
+    _compiled_layers: list = field(default_factory=list, init=False, repr=False)
 
     @property
     def _inner(self):
@@ -45,7 +49,19 @@ class SplitLlama:
 
     def upper_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         inner = self._inner
-        return inner.norm(self._run(hidden, inner.layers[self.cut :]))
+        layers = inner.layers[self.cut :]
+        attention = contextlib.nullcontext()
+        if self.compiled:
+            if not self._compiled_layers:
+                # One compiled graph serves every layer (their weights are its inputs) but the
+                # first: its input needs no gradient, which would make it a second graph, twice the
+                # compile time for 1/L of the work, so it runs as it is.
+                self._compiled_layers = [layers[0]] + [
+                    torch.compile(layer, dynamic=False) for layer in layers[1:]
+                ]
+            layers, attention = self._compiled_layers, attention_for_training(inner.config)
+        with attention:
+            return inner.norm(self._run(hidden, layers))
 
     def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._lm_head()(self.upper_hidden(hidden))

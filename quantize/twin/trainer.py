@@ -2,8 +2,10 @@
 that make Ctrl+C and --resume lose nothing, deterministic for a given --seed and --steps.
 
 Speed on a laptop CPU comes from bf16 matrix products where the CPU has them, a loss that never
-holds the vocabulary-wide logits whole (sliced_loss), and training only the upper layers while the
-frozen lower ones run once per sequence, the first time it is drawn (split_model);
+holds the vocabulary-wide logits whole (sliced_loss), the trained layers compiled by torch's
+inductor with an attention written for it (compile_choice, causal_attention), and training only
+the upper layers while the frozen lower ones run once per sequence, the first time it is drawn
+(split_model);
 bench/bench_twin.py measures each against plain transformers + peft LoRA over every layer.
 """
 
@@ -25,6 +27,7 @@ import torch
 from app.atomic import atomic_output_path
 from quantize.errors import ConversionError
 from quantize.twin import distributed
+from quantize.twin.compile_choice import should_compile
 from quantize.twin.split_model import SplitLlama
 from quantize.twin.training_config import TrainingConfig
 
@@ -154,7 +157,6 @@ class TwinTrainer:
         self.model = peft_model
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.split = SplitLlama(peft_model, cut)
         self.input_ids = torch.tensor(sequences, dtype=torch.long)
         self.batch_size = min(config.batch_size, len(sequences))
         self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -165,6 +167,8 @@ class TwinTrainer:
         self._lower_cache: dict[int, torch.Tensor] = {}
         self.bf16 = use_bf16(config.precision)
         self.dist = distributed.from_environment()
+        compiled = should_compile(config.compile, self.planned_steps, config.max_minutes)
+        self.split = SplitLlama(peft_model, cut, compiled=compiled)
         self._forward = _TrainedPart(self)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel

@@ -35,6 +35,7 @@ class TrainingConfig:
     checkpoint_seconds: float = 60.0
     targets: tuple[str, ...] = LORA_TARGETS
     precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
+    compile: str = "auto"  # compile the trained layers: "on", "off", "auto" (see compile_choice)
 
     def __post_init__(self):
         if self.max_steps is None and self.max_minutes is None and self.max_epochs is None:
