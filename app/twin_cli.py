@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         raise LanternError(f"{name!r} is a model's name in the store; choose another twin name")
     base = base or (assistant.twins.get(name).base_model if resume else assistant.config.default_model)
     source = resolve_source(base, assistant.models)
+    # Compiled layers are kept in the data home, so only a machine's first twin waits for the
+    # compiler in full (torch's default is a temporary folder, emptied at reboot).
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(assistant.home.root / "compiled"))
     config = TrainingConfig(
         rank=options["rank"],
         alpha=options["alpha"],

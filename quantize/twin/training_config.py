@@ -18,8 +18,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class TrainingConfig:
     rank: int = 16
     alpha: float = 32.0
-    # LoRA on the top N layers; 0 means every layer (no caching). The top 25 of SmolLM2's 30 reach
-    # every layer's held-out perplexity on small notes (bench/RESULTS.md) and the 5 below run once.
+    # LoRA on the top N layers; 0 means every layer (no caching). The top 25 of SmolLM2's 30 score
+    # about as every layer does on held-out notes (bench/RESULTS.md), and the 5 below run once.
     train_layers: int = 25
     sequence_length: int = 256
     # Batches of 2 beat 4 on small notes: twice the updates for the same passes (bench/RESULTS.md).
