@@ -95,6 +95,11 @@ class PlainRun:
         return self.state.tokens_seen / self.state.elapsed_seconds
 
 
+def after_first_step(state: TrainingState) -> float:
+    tokens_per_step = state.tokens_seen / state.step
+    return tokens_per_step * (state.step - 1) / (state.elapsed_seconds - state.step_seconds[0])
+
+
 def train_plain(dataset, base_path: Path, minutes: float, text: str, checkpoint_dir: Path) -> PlainRun:
     """Plain transformers + peft over every layer, fp32, in ``minutes`` from loading the base."""
     started = time.perf_counter()
@@ -282,6 +287,11 @@ def main() -> None:
         f"bf16 products: {result.bf16}"
     )
     print(f"Train tokens/s, Lantern / plain: {result.tokens_per_second / plain_rate:.2f} (target >= 2)")
+    lantern_after, plain_after = after_first_step(result.state), after_first_step(plain.state)
+    print(
+        f"After the first step (the compiler's, and each side's warm-up): Lantern {lantern_after:.0f}, "
+        f"plain {plain_after:.0f} tokens/s, {lantern_after / plain_after:.2f}x"
+    )
     print("\n## Through llama.cpp (bundled Q4_1 base)")
     print("| model | held-out ppl | vs torch twin |")
     print("|---|---|---|")

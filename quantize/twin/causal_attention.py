@@ -1,11 +1,12 @@
 """Attention for training on packed sequences, written so torch's compiler can fuse it.
 
 Training sequences are whole and causal: no padding mask, no cache, queries as long as keys. For
-such short sequences (256 tokens) the attention written out as two matrix products around a
-masked fp32 softmax, once compiled, runs its forward and backward in about half the time of
-SDPA's CPU kernel (bench/RESULTS.md). Uncompiled it is slower than SDPA, so the twin switches it
-on only around its compiled layers (`attention_for_training`). Anything else (a mask, a cache,
-dropout) goes to transformers' SDPA path unchanged.
+such short sequences the attention written out as two matrix products around a masked fp32
+softmax, with the query heads that share a key-value head stacked instead of the keys copied,
+runs its forward and backward faster than SDPA's CPU kernel, and about twice as fast once
+compiled (bench/bench_twin.py, bench/RESULTS.md). It holds every score, so longer sequences
+(more than MAX_POSITIONS) keep SDPA's memory-efficient kernel, as does anything else (a mask, a
+cache, dropout): those go to transformers' SDPA path unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import torch
 
 NAME = "lantern_causal_training"
+MAX_POSITIONS = 1024  # scores of a batch of 2 at 1,024 positions: 75 MB per layer in fp32
 
 
 def causal_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -22,7 +24,8 @@ def causal_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     ``value`` (batch, key-value heads, positions, dim); returns (batch, positions, heads, dim)."""
     batch, heads, positions, dim = query.shape
     kv_heads = key.shape[1]
-    if attention_mask is not None or dropout or key.shape[2] != positions or heads % kv_heads:
+    unsuited = attention_mask is not None or dropout or key.shape[2] != positions or heads % kv_heads
+    if unsuited or positions > MAX_POSITIONS:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(

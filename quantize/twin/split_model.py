@@ -2,12 +2,12 @@
 
 With LoRA on the top K of L layers, the lower L-K layers are the same function every epoch: their
 output for a training sequence never changes. The twin computes it once per sequence and trains
-on the cached hidden states, so a step costs the upper layers' forward and backward only.
+on the cached hidden states, so a step costs the upper layers' forward and backward only. The
+upper layers attend with causal_attention and, for long runs, run compiled by torch's inductor.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -20,7 +20,7 @@ from quantize.twin.sliced_loss import sliced_next_token_loss
 class SplitLlama:
     model: object  # LlamaForCausalLM (possibly wrapped by peft: LoRA layers sit inside it)
     cut: int  # layers [0, cut) are frozen and cached; [cut, L) train
-    compiled: bool = False  # the trained layers run compiled (see compile_choice), with causal_attention
+    compiled: bool = False  # the trained layers run compiled by inductor (see compile_choice)
     _compiled_layers: list = field(default_factory=list, init=False, repr=False)
 
     @property
@@ -50,7 +50,6 @@ class SplitLlama:
     def upper_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         inner = self._inner
         layers = inner.layers[self.cut :]
-        attention = contextlib.nullcontext()
         if self.compiled:
             if not self._compiled_layers:
                 # One compiled graph serves every layer (their weights are its inputs) but the
@@ -59,8 +58,8 @@ class SplitLlama:
                 self._compiled_layers = [layers[0]] + [
                     torch.compile(layer, dynamic=False) for layer in layers[1:]
                 ]
-            layers, attention = self._compiled_layers, attention_for_training(inner.config)
-        with attention:
+            layers = self._compiled_layers
+        with attention_for_training(inner.config):
             return inner.norm(self._run(hidden, layers))
 
     def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:

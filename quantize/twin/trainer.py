@@ -161,7 +161,7 @@ class TwinTrainer:
         self.batch_size = min(config.batch_size, len(sequences))
         self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
         self.state = TrainingState()
         self._lower_cache: dict[int, torch.Tensor] = {}
