@@ -255,7 +255,7 @@ class TwinTrainer:
         last_checkpoint = time.monotonic()
         with _stop_at_step_end() as stop:
             while not self._done():
-                self._step(on_progress)
+                self.step(on_progress)
                 if self.dist.agree_max(stop.requested):
                     self.save_checkpoint()
                     raise KeyboardInterrupt
@@ -266,7 +266,8 @@ class TwinTrainer:
         self.save_checkpoint()
         return self.state
 
-    def _step(self, on_progress) -> None:
+    def step(self, on_progress: Callable[[TrainingProgress], None] | None = None) -> None:
+        """One optimizer step (``run`` takes them until the budget is spent)."""
         started = time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate()
