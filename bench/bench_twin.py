@@ -74,12 +74,17 @@ class PlainPeftTrainer(TwinTrainer):
         return self.model(input_ids=ids, labels=ids).loss
 
 
-def train_from_base(dataset, config: TrainingConfig, checkpoint_dir: Path, trainer_class=TwinTrainer):
-    """A fresh base with LoRA, trained on ``dataset`` by ``config``: (torch model, trainer, state)."""
+def fresh_trainer(dataset, config: TrainingConfig, checkpoint_dir: Path, trainer_class=TwinTrainer):
+    """A fresh base with LoRA, ready to train on ``dataset`` by ``config``: (torch model, trainer)."""
     torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
     sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
     model, cut = add_lora(torch_model.model, config)
-    trainer = trainer_class(model, cut, sequences, config, checkpoint_dir)
+    return torch_model, trainer_class(model, cut, sequences, config, checkpoint_dir)
+
+
+def train_from_base(dataset, config: TrainingConfig, checkpoint_dir: Path, trainer_class=TwinTrainer):
+    """A fresh base with LoRA, trained on ``dataset`` by ``config``: (torch model, trainer, state)."""
+    torch_model, trainer = fresh_trainer(dataset, config, checkpoint_dir, trainer_class)
     return torch_model, trainer, trainer.run()
 
 
@@ -144,11 +149,8 @@ def speedups(notes: Path, steps: int, rounds: int = 6) -> list[tuple[str, float]
         config = lantern_config(
             None, max_steps=steps + 2, train_layers=layers, precision=precision, compile=compiled
         )
-        torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
-        sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
-        model, cut = add_lora(torch_model.model, config)
-        trainer = trainer_class(model, cut, sequences, config, notes.parent / f"speedups-{len(trainers)}")
-        model.train()
+        _, trainer = fresh_trainer(dataset, config, notes.parent / f"speedups-{len(trainers)}", trainer_class)
+        trainer.model.train()
         for _ in range(2):  # warm-up: the allocator, the kernels, and the compiler
             trainer.step()
         trainers.append((label, trainer))
