@@ -96,15 +96,6 @@ class PlainRun:
     heldout: float  # perplexity over the first 4,096 held-out tokens
     whole: float  # over the whole held-out split
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.state.tokens_seen / self.state.elapsed_seconds
-
-
-def after_first_step(state: TrainingState) -> float:
-    tokens_per_step = state.tokens_seen / state.step
-    return tokens_per_step * (state.step - 1) / (state.elapsed_seconds - state.step_seconds[0])
-
 
 def train_plain(dataset, base_path: Path, minutes: float, text: str, checkpoint_dir: Path) -> PlainRun:
     """Plain transformers + peft over every layer, fp32, in ``minutes`` from loading the base."""
@@ -298,17 +289,19 @@ def main() -> None:
     ):
         print(
             f"| {label} | {run.seconds:.0f} | {run.state.step} | "
-            f"{run.state.tokens_seen / epoch_tokens:.2f} | {run.tokens_per_second:.0f} | {run.heldout:.3f} | "
+            f"{run.state.tokens_seen / epoch_tokens:.2f} | {run.state.tokens_per_second:.0f} | "
+            f"{run.heldout:.3f} | "
             f"{1 - run.heldout / base_torch:.1%} | {run.whole:.3f} | {1 - run.whole / base_whole:.1%} |"
         )
-    plain_rate = plain.tokens_per_second
+    plain_rate = plain.state.tokens_per_second
     print(
         f"\nLantern's tokens/s include the lower layers' first pass and its first step "
         f"({result.state.step_seconds[0]:.1f} s, compiling the layers from a cold cache); "
         f"bf16 products: {result.bf16}"
     )
     print(f"Train tokens/s, Lantern / plain: {result.tokens_per_second / plain_rate:.2f} (target >= 2)")
-    lantern_after, plain_after = after_first_step(result.state), after_first_step(plain.state)
+    lantern_after = result.state.tokens_per_second_after_first_step
+    plain_after = plain.state.tokens_per_second_after_first_step
     print(
         f"After the first step (the compiler's, and each side's warm-up): Lantern {lantern_after:.0f}, "
         f"plain {plain_after:.0f} tokens/s, {lantern_after / plain_after:.2f}x"

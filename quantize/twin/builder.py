@@ -32,8 +32,7 @@ class TwinBuildResult:
 
     @property
     def tokens_per_second(self) -> float:
-        """Training tokens per second of training steps (the lower layers' first pass included)."""
-        return self.state.tokens_seen / max(self.state.elapsed_seconds, 1e-9)
+        return self.state.tokens_per_second
 
 
 @dataclass

@@ -22,10 +22,8 @@ MIN_MINUTES = 3.0
 
 
 def cxx_compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+    found = (shutil.which(name) for name in (os.environ.get("CXX"), "g++", "clang++", "c++") if name)
+    return next((path for path in found if path), None)
 
 
 def should_compile(setting: str, planned_steps: int | None, max_minutes: float | None) -> bool:

@@ -53,6 +53,18 @@ class TrainingState:
     losses: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
 
+    @property
+    def tokens_per_second(self) -> float:
+        """Training tokens per second of training steps (the lower layers' first pass included)."""
+        return self.tokens_seen / max(self.elapsed_seconds, 1e-9)
+
+    @property
+    def tokens_per_second_after_first_step(self) -> float:
+        """The same without the first step, which waits for the compiler and warms the kernels."""
+        tokens_per_step = self.tokens_seen / max(self.step, 1)
+        later_seconds = self.elapsed_seconds - self.step_seconds[0] if self.step_seconds else 0.0
+        return tokens_per_step * max(self.step - 1, 0) / max(later_seconds, 1e-9)
+
 
 @contextlib.contextmanager
 def quiet_library_warnings():
