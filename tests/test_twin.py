@@ -163,10 +163,12 @@ def test_the_sliced_loss_is_plain_cross_entropy_with_its_gradient():
     targets = torch.randint(0, 1000, (3, 100), generator=generator)
     plain = torch.nn.functional.cross_entropy((hidden @ weight.T).reshape(-1, 1000), targets.reshape(-1))
     (plain_grad,) = torch.autograd.grad(plain, hidden)
-    sliced = sliced_next_token_loss(hidden, weight, targets, torch.float32)
-    (sliced_grad,) = torch.autograd.grad(3 * sliced, hidden)  # a scale from above is carried through
-    assert sliced.item() == pytest.approx(plain.item(), rel=1e-6)
-    assert torch.allclose(sliced_grad, 3 * plain_grad, atol=1e-7)
+    # Eagerly, and compiled by inductor (where the last slice reaches back over counted rows).
+    for compiled in (False, True):
+        sliced = sliced_next_token_loss(hidden, weight, targets, torch.float32, compiled=compiled)
+        (sliced_grad,) = torch.autograd.grad(3 * sliced, hidden)  # a scale from above is carried through
+        assert sliced.item() == pytest.approx(plain.item(), rel=1e-6)
+        assert torch.allclose(sliced_grad, 3 * plain_grad, atol=1e-7)
 
     # bf16 products round like autocast's lm_head does.
     with torch.autocast("cpu", dtype=torch.bfloat16):

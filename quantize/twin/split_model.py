@@ -72,7 +72,7 @@ class SplitLlama:
         lower layers' output ``hidden`` for every position but the last (its prediction has no
         target, and under causal attention it changes none of the others)."""
         return sliced_next_token_loss(
-            self.upper_hidden(hidden), self._lm_head().weight, input_ids[:, 1:], product_dtype
+            self.upper_hidden(hidden), self._lm_head().weight, input_ids[:, 1:], product_dtype, self.compiled
         )
 
     def _lm_head(self):
