@@ -7,8 +7,8 @@ and its backward that the plain `lm_head -> cross_entropy` path makes over the w
 (bench/bench_twin.py measures the speed it adds). The loss and gradient are those of the plain
 path; the output matrix must be frozen, as it is under the twin's LoRA, since it gets no gradient.
 
-With ``compiled``, inductor fuses a slice's softmax and its gradient into the two matrix products'
-neighbours: the output layer's share of a step falls by about a third (bench/RESULTS.md).
+With ``compiled``, inductor fuses a slice's softmax and its gradient into a few passes over the
+logits, where eager torch makes one per operation; what is left is mostly the two matrix products.
 """
 
 from __future__ import annotations
