@@ -297,8 +297,8 @@ def main() -> None:
     )
     print(
         f"| Lantern twin, second build (compiled layers cached) | {warm_seconds:.0f} | {warm_state.step} | "
-        f"{warm_state.tokens_seen / epoch_tokens:.2f} | {warm_state.tokens_per_second:.0f} | {warm_torch:.3f} | "
-        f"{1 - warm_torch / base_torch:.1%} | - | - |"
+        f"{warm_state.tokens_seen / epoch_tokens:.2f} | {warm_state.tokens_per_second:.0f} | "
+        f"{warm_torch:.3f} | {1 - warm_torch / base_torch:.1%} | - | - |"
     )
     for label, run in (
         ("plain transformers+peft", plain),
