@@ -69,6 +69,30 @@ def test_dataset_is_split_by_file_and_deduplicated(notes):
     assert build_dataset(notes, seed=0) == dataset  # the same notes and seed give the same split
 
 
+def test_heldout_split_takes_about_the_asked_share_of_words_even_with_one_long_note(tmp_path):
+    from quantize.twin.dataset import build_dataset, choose_heldout
+
+    # Pydoc's topics as notes: a few long ones (specialnames, compound) and many short ones.
+    for name, text in topics.items():
+        (tmp_path / f"{name}.md").write_text(f"# {name}\n\n{text}", encoding="utf-8")
+    dataset = build_dataset(tmp_path, seed=0, heldout_fraction=0.1)
+
+    def words(split) -> int:
+        return sum(len(s.text.split()) for s in split.samples if s.kind == "text")
+
+    share = words(dataset.heldout) / (words(dataset.heldout) + words(dataset.train))
+    assert 0.05 < share <= 0.11, share
+    assert not set(dataset.train.files) & set(dataset.heldout.files)
+
+    # Adding a note moves at most the files at the target's edge; the rest keep their side.
+    sizes = {f"note-{i}.md": 100 + 37 * i for i in range(60)}
+    before = choose_heldout(sizes, seed=3, fraction=0.1)
+    after = choose_heldout({**sizes, "new.md": 120}, seed=3, fraction=0.1)
+    assert before and len(before - after) <= 1
+    # Notes all longer than the share asked: the smallest is held out, so eval still has unseen text.
+    assert choose_heldout({"a.md": 500, "b.md": 400}, seed=0, fraction=0.1) == {"b.md"}
+
+
 def test_twin_dataset_command_shows_counts_and_tokens(notes, twin_home, tmp_path):
     result = lantern(twin_home, "twin", "dataset", str(notes), "--out", str(tmp_path / "ds"), "--json")
     assert result.returncode == 0, result.stderr
