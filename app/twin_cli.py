@@ -53,8 +53,9 @@ def twin_dataset(ctx, notes, out, base, seq_len, seed, as_json):
             f"{c['tokens']:>9,} tokens  {c['sequences']:>6} sequences of {seq_len}"
         )
     click.echo(
-        f"dropped {summary['counts']['duplicates_dropped']} duplicate passages; "
-        f"skipped {summary['counts']['skipped_files']} files; written to {out}"
+        f"dropped {summary['counts']['duplicates_dropped']} duplicate passages and "
+        f"{summary['counts']['heldout_paragraphs_dropped']} held-out paragraphs that training notes "
+        f"also hold; skipped {summary['counts']['skipped_files']} files; written to {out}"
     )
 
 

@@ -83,6 +83,12 @@ def test_heldout_split_takes_about_the_asked_share_of_words_even_with_one_long_n
     share = words(dataset.heldout) / (words(dataset.heldout) + words(dataset.train))
     assert 0.05 < share <= 0.11, share
     assert not set(dataset.train.files) & set(dataset.heldout.files)
+    # Topics quote each other ("comparisons" repeats paragraphs of other topics): a held-out note
+    # keeps none of the paragraphs the twin trains on, so eval scores only unseen text.
+    trained = {p.strip() for s in dataset.train.samples for p in s.text.split("\n\n")}
+    heldout = [p.strip() for s in dataset.heldout.samples for p in s.text.split("\n\n")]
+    assert dataset.heldout_paragraphs_dropped >= 1
+    assert not [p for p in heldout if len(p.split()) >= 8 and p in trained]
 
     # Adding a note moves at most the files at the target's edge; the rest keep their side.
     sizes = {f"note-{i}.md": 100 + 37 * i for i in range(60)}

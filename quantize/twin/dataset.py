@@ -37,6 +37,8 @@ class TwinDataset:
     heldout: DatasetSplit
     skipped: tuple[tuple[str, str], ...]  # unreadable or unsupported files, with the reason
     duplicates_dropped: int
+    # Paragraphs of held-out notes that a training note also holds, left out so eval scores unseen text.
+    heldout_paragraphs_dropped: int = 0
 
     def counts(self) -> dict:
         def by_kind(split: DatasetSplit) -> dict:
@@ -49,6 +51,7 @@ class TwinDataset:
             "train": by_kind(self.train),
             "heldout": by_kind(self.heldout),
             "duplicates_dropped": self.duplicates_dropped,
+            "heldout_paragraphs_dropped": self.heldout_paragraphs_dropped,
             "skipped_files": len(self.skipped),
         }
 
@@ -105,18 +108,47 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(" ".join(_WORDS.findall(text.lower())).encode()).hexdigest()
 
 
+def _paragraphs(text: str) -> list[str]:
+    return [paragraph for paragraph in re.split(r"\n\s*\n", text) if paragraph.strip()]
+
+
+def _without_seen_paragraphs(text: str, seen: set[str]) -> tuple[str, int]:
+    """``text`` less the paragraphs of 8 words or more whose fingerprint is in ``seen``."""
+    kept, dropped = [], 0
+    for paragraph in _paragraphs(text):
+        if len(_WORDS.findall(paragraph)) >= 8 and _fingerprint(paragraph) in seen:
+            dropped += 1
+        else:
+            kept.append(paragraph.strip())
+    return "\n\n".join(kept), dropped
+
+
+def _samples(relative: str, headings: tuple[str, ...], text: str) -> list[TwinSample]:
+    heading_line = f"{'#' * len(headings)} {headings[-1]}\n\n" if headings else ""
+    return [
+        TwinSample("text", relative, heading_line + text),
+        TwinSample("chat", relative, _opening(text), _question(headings, text)),
+    ]
+
+
 def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1) -> TwinDataset:
     """Samples from every readable note under ``notes_root``; whole files, about ``heldout_fraction``
-    of the words, held out (``choose_heldout``)."""
+    of the words, held out (``choose_heldout``).
+
+    Passages repeated word for word are kept once. Notes also repeat each other in part (a long
+    note that quotes shorter ones: pydoc's "specialnames" holds whole paragraphs of
+    "customization"), so a held-out note also loses every paragraph a training note holds; else
+    held-out perplexity would score text the twin was trained on.
+    """
     notes_root = Path(notes_root).expanduser()
     read: NotesRead = read_notes(notes_root)
     base = notes_root.parent if notes_root.is_file() else notes_root
     seen: set[str] = set()
     dropped = 0
-    samples_by_file: dict[str, list[TwinSample]] = {}
+    sections_by_file: dict[str, list[tuple[tuple[str, ...], str]]] = {}
     for note in read.notes:
         relative = str(note.path.relative_to(base))
-        samples = samples_by_file.setdefault(relative, [])
+        sections = sections_by_file.setdefault(relative, [])
         for headings, text in note.sections:
             text = text.strip()
             if len(_WORDS.findall(text)) < 8:
@@ -126,19 +158,31 @@ def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1
                 dropped += 1
                 continue
             seen.add(fingerprint)
-            heading_line = f"{'#' * len(headings)} {headings[-1]}\n\n" if headings else ""
-            samples.append(TwinSample("text", relative, heading_line + text))
-            samples.append(TwinSample("chat", relative, _opening(text), _question(headings, text)))
+            sections.append((headings, text))
     words_by_file = {
-        relative: sum(len(_WORDS.findall(s.text)) for s in samples if s.kind == "text")
-        for relative, samples in samples_by_file.items()
+        relative: sum(len(_WORDS.findall(text)) for _, text in sections)
+        for relative, sections in sections_by_file.items()
     }
     held = choose_heldout(words_by_file, seed, heldout_fraction)
+    trained_paragraphs = {
+        _fingerprint(paragraph)
+        for relative, sections in sections_by_file.items()
+        if relative not in held
+        for _, text in sections
+        for paragraph in _paragraphs(text)
+    }
+    paragraphs_dropped = 0
     splits: dict[bool, tuple[list[TwinSample], list[str]]] = {False: ([], []), True: ([], [])}
-    for relative, samples in samples_by_file.items():
+    for relative, sections in sections_by_file.items():
         side_samples, side_files = splits[relative in held]
         side_files.append(relative)
-        side_samples.extend(samples)
+        for headings, text in sections:
+            if relative in held:
+                text, count = _without_seen_paragraphs(text, trained_paragraphs)
+                paragraphs_dropped += count
+                if len(_WORDS.findall(text)) < 8:
+                    continue
+            side_samples.extend(_samples(relative, headings, text))
     if not splits[False][0]:
         raise ConversionError(
             f"the notes in {notes_root} give no training text (each section needs a few sentences)"
@@ -149,6 +193,7 @@ def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1
         DatasetSplit(tuple(splits[True][0]), tuple(splits[True][1])),
         skipped,
         dropped,
+        paragraphs_dropped,
     )
 
 
