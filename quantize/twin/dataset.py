@@ -91,12 +91,16 @@ def _question(headings: tuple[str, ...], text: str) -> str:
     return f'Continue my note that begins: "{" ".join(words[:12])}"'
 
 
+def _paragraphs(text: str) -> list[str]:
+    return [paragraph for paragraph in re.split(r"\n\s*\n", text) if paragraph.strip()]
+
+
 def _opening(text: str, max_words: int = 150) -> str:
     """The first paragraphs of a section, up to about ``max_words``: a chat answer in the owner's
     words that does not repeat the whole passage the text sample already holds."""
     kept: list[str] = []
     words = 0
-    for paragraph in re.split(r"\n\s*\n", text):
+    for paragraph in _paragraphs(text):
         if kept and words + len(paragraph.split()) > max_words:
             break
         kept.append(paragraph.strip())
@@ -106,10 +110,6 @@ def _opening(text: str, max_words: int = 150) -> str:
 
 def _fingerprint(text: str) -> str:
     return hashlib.sha256(" ".join(_WORDS.findall(text.lower())).encode()).hexdigest()
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [paragraph for paragraph in re.split(r"\n\s*\n", text) if paragraph.strip()]
 
 
 def _without_seen_paragraphs(text: str, seen: set[str]) -> tuple[str, int]:
