@@ -152,15 +152,6 @@ def add_lora(model, config: TrainingConfig):
         return get_peft_model(model, lora), layers - train_layers
 
 
-def _parameter_groups(peft_model, b_ratio: float) -> list[dict]:
-    """The trainable parameters, the LoRA B matrices in a group of their own (LoRA+)."""
-    b_matrices, others = [], []
-    for name, parameter in peft_model.named_parameters():
-        if parameter.requires_grad:
-            (b_matrices if ".lora_B." in name else others).append(parameter)
-    return [{"params": others, "lr_ratio": 1.0}, {"params": b_matrices, "lr_ratio": b_ratio}]
-
-
 class TwinTrainer:
     def __init__(
         self,
@@ -182,10 +173,7 @@ class TwinTrainer:
         self.batch_size = min(config.batch_size, len(sequences))
         self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            _parameter_groups(peft_model, config.lora_b_lr_ratio),
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=True,
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
         self.state = TrainingState()
         self._lower_cache: dict[int, torch.Tensor] = {}
@@ -294,7 +282,7 @@ class TwinTrainer:
         """One optimizer step (``run`` takes them until the budget is spent)."""
         started = time.perf_counter()
         for group in self.optimizer.param_groups:
-            group["lr"] = self._learning_rate() * group["lr_ratio"]
+            group["lr"] = self._learning_rate()
         losses = []
         for micro in range(self.config.grad_accum):
             losses.append(

@@ -26,8 +26,6 @@ class TrainingConfig:
     batch_size: int = 2
     grad_accum: int = 1
     learning_rate: float = 3e-3
-    # LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than the A matrices.
-    lora_b_lr_ratio: float = 1.0
     weight_decay: float = 0.0
     lora_dropout: float = 0.0
     warmup_steps: int = 10
