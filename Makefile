@@ -34,6 +34,8 @@ $(VENV)/bin/python:
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	@echo "Installing Lantern into $(VENV) (the first time builds llama.cpp: about 6-10 minutes)"
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@# Compiled once here, the twin's layers are not compiled again by the first `twin build`.
+	$(VENV)/bin/lantern twin warm-up || echo "(not fatal: the first twin build will compile its layers itself)"
 	touch $@
 
 system-deps:

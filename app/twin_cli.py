@@ -121,9 +121,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         raise LanternError(f"{name!r} is a model's name in the store; choose another twin name")
     base = base or (assistant.twins.get(name).base_model if resume else assistant.config.default_model)
     source = resolve_source(base, assistant.models)
-    # Compiled layers are kept in the data home, so only a machine's first twin waits for the
-    # compiler in full (torch's default is a temporary folder, emptied at reboot).
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(assistant.home.root / "compiled"))
+    _keep_compiled_layers(assistant)
     config = TrainingConfig(
         rank=options["rank"],
         alpha=options["alpha"],
@@ -184,6 +182,50 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         f"Twin {name}: {result.state.step} steps, {result.state.tokens_seen:,} tokens at "
         f"{result.tokens_per_second:.0f} tokens/s, adapter for {result.adapted_matrices} matrices. "
         f'Chat with it: lantern ask --twin {name} "..."'
+    )
+
+
+def _keep_compiled_layers(assistant) -> None:
+    """Compiled layers are kept in the data home, so only a machine's first twin of a shape waits
+    for the compiler (torch's default is a temporary folder, emptied at reboot)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(assistant.home.root / "compiled"))
+
+
+@twin.command("warm-up")
+@click.option("--base", help="Base model in the store (default: the default model).")
+@click.option("--rank", default=TrainingConfig.rank, show_default=True)
+@click.option("--alpha", default=TrainingConfig.alpha, show_default=True)
+@click.option("--train-layers", default=TrainingConfig.train_layers, show_default=True)
+@click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True)
+@click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True)
+@click.pass_context
+def twin_warm_up(ctx, base, rank, alpha, train_layers, seq_len, batch_size):
+    """Compile a twin's layers now, so the first `twin build` of these settings starts at full speed."""
+    from quantize.sources import resolve_source
+    from quantize.twin.compile_choice import cxx_compiler
+    from quantize.twin.compile_warmup import warm_up_compiled_layers
+
+    assistant = assistant_from(ctx)
+    source = resolve_source(base or assistant.config.default_model, assistant.models)
+    if cxx_compiler() is None:
+        raise LanternError(
+            "no C++ compiler (g++ or clang++, or one named by $CXX): twins train uncompiled and "
+            "there is nothing to warm up; install one for faster twin builds"
+        )
+    _keep_compiled_layers(assistant)
+    config = TrainingConfig(
+        rank=rank,
+        alpha=alpha,
+        train_layers=train_layers,
+        sequence_length=seq_len,
+        batch_size=batch_size,
+        max_steps=1,
+    )
+    _say(f"Compiling a twin's trained layers for {source.name} (about half a minute on 2 cores)...")
+    seconds = warm_up_compiled_layers(source, config)
+    click.echo(
+        f"Compiled in {seconds:.0f} s and kept in {os.environ['TORCHINDUCTOR_CACHE_DIR']}: twin builds "
+        f"of {source.name} with these settings start at full speed."
     )
 
 

@@ -286,6 +286,55 @@ def test_compiling_is_chosen_for_long_runs_and_refused_without_a_compiler(monkey
         should_compile("sometimes", planned_steps=6, max_minutes=None)
 
 
+def test_warm_up_compiles_the_layers_a_first_build_then_finds(notes, bundled_model, tmp_path, monkeypatch):
+    """`make` runs `lantern twin warm-up` at install, so that a user's first twin build does not
+    wait for the compiler: the build's compiled layers all come from the on-disk cache."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from quantize.sources import gguf_source
+    from quantize.torch_bridge import load_torch_model
+    from quantize.twin.dataset import build_dataset, pack
+    from quantize.twin.trainer import TwinTrainer, add_lora
+    from quantize.twin.training_config import TrainingConfig
+
+    shape = {"rank": 4, "alpha": 8, "train_layers": 3, "sequence_length": 64, "batch_size": 2}
+    home = tmp_path / "home"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
+    warm_up = lantern(
+        home,
+        "twin",
+        "warm-up",
+        "--base",
+        str(bundled_model),
+        "--rank",
+        "4",
+        "--alpha",
+        "8",
+        "--train-layers",
+        "3",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "2",
+    )
+    assert warm_up.returncode == 0, warm_up.stderr
+    assert "twin builds of" in warm_up.stdout
+    assert any((home / "compiled").rglob("*.so"))  # the compiled kernels, kept in the data home
+
+    # The user's first build, in a process that has compiled nothing: everything from the cache.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(home / "compiled"))
+    torch._dynamo.reset()
+    counters.clear()
+    config = TrainingConfig(**shape, max_steps=2, compile="on")
+    torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
+    sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, 64)[:4]
+    peft_model, cut = add_lora(torch_model.model, config)
+    TwinTrainer(peft_model, cut, sequences, config, tmp_path / "build").run()
+    assert counters["inductor"]["fxgraph_cache_hit"] > 0
+    assert counters["inductor"]["fxgraph_cache_miss"] == 0
+
+
 def test_a_few_training_steps_lower_the_loss(trained):
     losses = trained["state"].losses
     assert len(losses) == 10  # stopped by the epoch cap
