@@ -73,7 +73,7 @@ def build_twin(
         say(f"Resuming at step {trainer.state.step} ({trainer.state.tokens_seen:,} tokens trained)")
     precision = "bf16 matrix products" if trainer.bf16 else "fp32"
     if trainer.split.compiled:
-        precision += ", layers compiled (the first step waits for the compiler)"
+        precision += ", layers compiled (at the first step, unless this machine compiled these shapes before)"
     if trainer.dist.enabled:
         precision += f", {trainer.dist.world_size} processes (DDP over gloo)"
 
