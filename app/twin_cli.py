@@ -224,8 +224,8 @@ def twin_warm_up(ctx, base, rank, alpha, train_layers, seq_len, batch_size):
     _say(f"Compiling a twin's trained layers for {source.name} (about half a minute on 2 cores)...")
     seconds = warm_up_compiled_layers(source, config)
     click.echo(
-        f"Compiled in {seconds:.0f} s and kept in {os.environ['TORCHINDUCTOR_CACHE_DIR']}: twin builds "
-        f"of {source.name} with these settings start at full speed."
+        f"Done in {seconds:.0f} s; the compiled layers are kept in {os.environ['TORCHINDUCTOR_CACHE_DIR']}: "
+        f"twin builds of {source.name} with these settings start at full speed."
     )
 
 

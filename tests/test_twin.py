@@ -284,6 +284,9 @@ def test_compiling_is_chosen_for_long_runs_and_refused_without_a_compiler(monkey
         should_compile("on", planned_steps=6, max_minutes=None)
     with pytest.raises(ConversionError, match="must be one of"):
         should_compile("sometimes", planned_steps=6, max_minutes=None)
+    warm_up = lantern(tmp_path / "home", "twin", "warm-up")
+    assert warm_up.returncode != 0
+    assert "no C++ compiler" in warm_up.stderr
 
 
 def test_warm_up_compiles_the_layers_a_first_build_then_finds(notes, bundled_model, tmp_path, monkeypatch):
@@ -299,30 +302,15 @@ def test_warm_up_compiles_the_layers_a_first_build_then_finds(notes, bundled_mod
     from quantize.twin.training_config import TrainingConfig
 
     shape = {"rank": 4, "alpha": 8, "train_layers": 3, "sequence_length": 64, "batch_size": 2}
+    shape_options = "--rank 4 --alpha 8 --train-layers 3 --seq-len 64 --batch-size 2".split()
     home = tmp_path / "home"
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
-    warm_up = lantern(
-        home,
-        "twin",
-        "warm-up",
-        "--base",
-        str(bundled_model),
-        "--rank",
-        "4",
-        "--alpha",
-        "8",
-        "--train-layers",
-        "3",
-        "--seq-len",
-        "64",
-        "--batch-size",
-        "2",
-    )
+    warm_up = lantern(home, "twin", "warm-up", "--base", str(bundled_model), *shape_options)
     assert warm_up.returncode == 0, warm_up.stderr
     assert "twin builds of" in warm_up.stdout
     assert any((home / "compiled").rglob("*.so"))  # the compiled kernels, kept in the data home
 
-    # The user's first build, in a process that has compiled nothing: everything from the cache.
+    # The user's first build, with this process's own compiled code dropped: all from the cache.
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(home / "compiled"))
     torch._dynamo.reset()
     counters.clear()
