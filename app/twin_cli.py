@@ -67,18 +67,31 @@ def _tokenizer(ctx, base: str | None):
     return load_tokenizer(resolve_source(base or assistant.config.default_model, assistant.models))
 
 
+def _base_and_shape_options(command):
+    """The options that decide what a build compiles: `build` and `warm-up` share them."""
+    for option in reversed(
+        (
+            click.option("--base", help="Base model in the store (default: the default model)."),
+            click.option("--rank", default=TrainingConfig.rank, show_default=True),
+            click.option("--alpha", default=TrainingConfig.alpha, show_default=True),
+            click.option(
+                "--train-layers",
+                default=TrainingConfig.train_layers,
+                show_default=True,
+                help="LoRA on the top N layers (0: all).",
+            ),
+            click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True),
+            click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @twin.command("build")
 @click.argument("notes", type=click.Path(path_type=Path))
 @click.option("--name", default="twin", show_default=True, help="The twin's name.")
-@click.option("--base", help="Base model in the store (default: the default model).")
-@click.option("--rank", default=TrainingConfig.rank, show_default=True)
-@click.option("--alpha", default=TrainingConfig.alpha, show_default=True)
-@click.option(
-    "--train-layers",
-    default=TrainingConfig.train_layers,
-    show_default=True,
-    help="LoRA on the top N layers (0: all).",
-)
+@_base_and_shape_options
 @click.option("--steps", type=int, help="Optimizer steps.")
 @click.option("--minutes", type=float, help="Train for at most this long.")
 @click.option(
@@ -86,8 +99,6 @@ def _tokenizer(ctx, base: str | None):
     type=float,
     help=f"Stop after this many passes over the notes (default {DEFAULT_EPOCHS:g} unless --steps is given).",
 )
-@click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True)
-@click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True)
 @click.option("--grad-accum", default=TrainingConfig.grad_accum, show_default=True)
 @click.option("--lr", default=TrainingConfig.learning_rate, show_default=True)
 @click.option("--seed", default=TrainingConfig.seed, show_default=True)
@@ -192,12 +203,7 @@ def _keep_compiled_layers(assistant) -> None:
 
 
 @twin.command("warm-up")
-@click.option("--base", help="Base model in the store (default: the default model).")
-@click.option("--rank", default=TrainingConfig.rank, show_default=True)
-@click.option("--alpha", default=TrainingConfig.alpha, show_default=True)
-@click.option("--train-layers", default=TrainingConfig.train_layers, show_default=True)
-@click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True)
-@click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True)
+@_base_and_shape_options
 @click.pass_context
 def twin_warm_up(ctx, base, rank, alpha, train_layers, seq_len, batch_size):
     """Compile a twin's layers now, so the first `twin build` of these settings starts at full speed."""
