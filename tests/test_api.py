@@ -332,7 +332,7 @@ def test_a_chunked_body_over_the_limit_is_413_too(server):
 
 
 def test_ipv6_listen_addresses_are_accepted_as_host_headers():
-    from app.serve_cli import _host_names
+    from app.cli.serve import _host_names
 
     assert _host_names("fd00::5") == ["[fd00::5]"] and _host_names("192.168.1.4") == ["192.168.1.4"]
     assert _host_names("0.0.0.0") == []

@@ -13,7 +13,7 @@ from textual.widgets.option_list import Option
 
 from app.assistant import Assistant
 from app.errors import LanternError
-from app.formatting import human_bytes
+from app.sizes import human_bytes
 from app.model_store import ModelEntry
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from app.atomic import atomic_output_path
-from app.cli_context import assistant_from
-from app.formatting import human_bytes
+from app.cli.context import assistant_from
+from app.sizes import human_bytes
 from app.gguf_file import inspect_gguf
 from app.model_store import ModelStore, check_model_name, name_from_filename
 from quantize.errors import ConversionError

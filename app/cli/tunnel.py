@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from app.cli_context import assistant_from
+from app.cli.context import assistant_from
 from app.errors import LanternError
 
 

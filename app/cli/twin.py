@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from app.cli_context import assistant_from
+from app.cli.context import assistant_from
 from app.errors import LanternError
-from app.formatting import human_bytes
+from app.sizes import human_bytes
 from app.model_store import check_model_name
 from app.twins import TwinRecord
 from quantize.twin.compile_choice import CHOICES as COMPILE_CHOICES

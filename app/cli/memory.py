@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from app.cli_context import assistant_from, hit_json
+from app.cli.context import assistant_from, hit_json
 from app.errors import LanternError
-from app.formatting import human_bytes
+from app.sizes import human_bytes
 from app.memory import cite, read_key_file
 from rag.ingest import SyncReport
 

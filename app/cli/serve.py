@@ -6,7 +6,7 @@ import json
 
 import click
 
-from app.cli_context import assistant_from
+from app.cli.context import assistant_from
 
 
 @click.command()

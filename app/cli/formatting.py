@@ -1,17 +1,11 @@
-"""Small text helpers shared by the front ends."""
+"""Text the commands print about models and citations."""
 
 from __future__ import annotations
 
 from app.gguf_file import GGUFSummary
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+from app.memory import cite
+from app.sizes import human_bytes
+from rag.retrieval import RetrievalHit
 
 
 def describe_model(summary: GGUFSummary | None) -> str:
@@ -23,8 +17,6 @@ def describe_model(summary: GGUFSummary | None) -> str:
     )
 
 
-def format_citations(hits) -> str:
+def format_citations(hits: list[RetrievalHit]) -> str:
     """'Sources:' and one numbered line per passage the answer could use."""
-    from app.memory import cite
-
     return "Sources:\n" + "\n".join(f"  [{n}] {cite(hit)}" for n, hit in enumerate(hits, start=1))

@@ -1,0 +1,66 @@
+"""The `lantern` group: the entry point, the TUI when no command is given, and every command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from app.cli.ask import ask
+from app.cli.chat import chat
+from app.cli.context import assistant_from
+from app.cli.conversations import conversations
+from app.cli.convert import convert, eval_group, quantize
+from app.cli.memory import memory
+from app.cli.models import models
+from app.cli.serve import devices, pair, serve
+from app.cli.tunnel import tunnel
+from app.cli.twin import twin
+from app.errors import LanternError
+
+
+class _LanternGroup(click.Group):
+    """Turns a LanternError anywhere below into one clean line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LanternError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_LanternGroup, invoke_without_command=True)
+@click.version_option(package_name="lantern")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Lantern: an offline assistant over local GGUF models. With no command, opens the TUI."""
+    if ctx.invoked_subcommand is None:
+        from tui.app import run_tui
+
+        try:
+            assistant = assistant_from(ctx)
+            if assistant.memory.is_encrypted():
+                assistant.memory.has_notes()  # the passphrase is asked now, before the TUI owns the terminal
+            assistant.memory.stop_asking()  # from here on a locked memory is an error, never a prompt
+        except LanternError as exc:
+            run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
+            raise SystemExit(1) from None
+        run_tui(assistant)
+
+
+for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin):
+    cli.add_command(command)
+for command in (serve, pair, devices, tunnel):
+    cli.add_command(command)
+
+
+def main() -> None:
+    # Undecodable bytes in a pipe should reach our UTF-8 check, not crash the writer.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    try:
+        cli.main(prog_name="lantern")
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        sys.exit(130)
