@@ -121,9 +121,11 @@ def test_front_ends_do_not_reach_into_each_other_but_the_command_line_launches_t
     root = _tree_with(
         tmp_path,
         {
-            "app/cli/serve.py": "from android_client_api.app import create_app\nfrom tui.app import run_tui\n",
+            "app/cli/serve.py": "from android_client_api.app import create_app\n",
+            "app/cli/main.py": "from tui.app import run_tui\n",
             "tui/app.py": "from android_client_api.service import LanternService\n",
-            "android_client_api/app.py": "from .service import LanternService\nfrom app.cli.context import x\n",
+            "android_client_api/service.py": "from .settings import ServerSettings\n",
+            "android_client_api/app.py": "from app.cli.context import assistant_from\n",
             "bench/bench_api.py": "from android_client_api.app import create_app\n",
         },
     )

@@ -13,9 +13,9 @@ import click
 
 from app.atomic import atomic_output_path
 from app.cli.context import assistant_from
-from app.sizes import human_bytes
 from app.gguf_file import inspect_gguf
 from app.model_store import ModelStore, check_model_name, name_from_filename
+from app.sizes import human_bytes
 from quantize.errors import ConversionError
 
 

@@ -11,8 +11,8 @@ import click
 
 from app.cli.context import assistant_from, hit_json
 from app.errors import LanternError
-from app.sizes import human_bytes
 from app.memory import cite, read_key_file
+from app.sizes import human_bytes
 from rag.ingest import SyncReport
 
 

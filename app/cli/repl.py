@@ -7,10 +7,10 @@ import sys
 import click
 
 from app.assistant import Assistant
+from app.cli.formatting import format_citations
 from app.conversations import Conversation
 from app.engine import GenerationSettings
 from app.errors import LanternError
-from app.cli.formatting import format_citations
 
 HELP = """Commands:
   /new     start a new conversation

@@ -12,8 +12,8 @@ import click
 
 from app.cli.context import assistant_from
 from app.errors import LanternError
-from app.sizes import human_bytes
 from app.model_store import check_model_name
+from app.sizes import human_bytes
 from app.twins import TwinRecord
 from quantize.twin.compile_choice import CHOICES as COMPILE_CHOICES
 from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig

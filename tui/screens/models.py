@@ -13,8 +13,8 @@ from textual.widgets.option_list import Option
 
 from app.assistant import Assistant
 from app.errors import LanternError
-from app.sizes import human_bytes
 from app.model_store import ModelEntry
+from app.sizes import human_bytes
 
 
 class ModelPickerScreen(ModalScreen[str | None]):
