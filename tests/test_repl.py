@@ -45,7 +45,8 @@ def test_interactive_chat_in_a_terminal_keeps_input_history(home):
         wait_for_screen(session, "Paris")
         wait_for_prompt(session, "you> ")  # the answer is complete and a new prompt waits
         tmux("send-keys", "-t", session, "Up")  # readline recalls the last question
-        screen = wait_for_screen(session, "you> What is the capital of France? One word.")
+        # The asked line already reads "you> What is ...": wait for the recalled copy below it.
+        screen = wait_for_prompt(session, "you> What is the capital of France? One word.")
         assert screen.count("What is the capital of France? One word.") == 2
         tmux("send-keys", "-t", session, "C-u", "/exit", "Enter")
         assert wait_until_gone(session, 30), "/exit did not end the chat"
