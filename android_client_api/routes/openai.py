@@ -1,0 +1,282 @@
+"""OpenAI-compatible routes: models, chat and text completions (whole or streamed), embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from android_client_api.dependencies import Service, Settings, authorized
+from android_client_api.errors import ApiError
+from android_client_api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from android_client_api.service import LanternService
+from android_client_api.settings import ServerSettings
+from app.batching import BatchedStream, QueueFullError
+from app.chat_template import ChatMessage
+from app.context_budget import PromptPlan
+from app.engine import GenerationSettings
+from app.errors import ContextOverflowError, LanternError
+from app.memory import cite
+
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+router = APIRouter(dependencies=authorized)
+
+
+@router.get("/v1/models")
+async def models(service: Service):
+    created = int(time.time())
+    names = [service.model_name, EMBEDDING_MODEL]
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": "lantern"} for n in names],
+    }
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, service: Service, settings: Settings
+):
+    _check_model(service, body.model)
+    try:
+        messages = [ChatMessage(m.role, m.text()) for m in body.messages]
+    except ValueError as exc:
+        raise ApiError(422, str(exc), "invalid_request") from None
+    _check_size(settings, sum(len(m.content) for m in messages))
+    system_prompt = service.assistant.config.system_prompt
+    if messages[0].role != "system" and system_prompt and not body.lantern.conversation_id:
+        # Small local models answer far better with their usual system prompt; a client that
+        # sends its own system message replaces it.
+        messages = [ChatMessage("system", system_prompt), *messages]
+    conversation = None
+    if body.lantern.conversation_id:
+        try:
+            conversation = service.assistant.conversations.get(body.lantern.conversation_id)
+        except LanternError as exc:
+            raise ApiError(404, str(exc), "conversation_not_found") from None
+        if messages[-1].role != "user":
+            raise ApiError(422, "the last message must be the user's when continuing a conversation")
+        messages = [*conversation.chat_messages(), messages[-1]]
+    question = messages[-1].content
+    citations = []
+    if body.lantern.memory and messages[-1].role == "user":
+        engine = service.scheduler.engine
+        context = service.assistant.memory.context_for(question, engine.count_tokens)
+        if context is not None:
+            messages[-1] = ChatMessage("user", context.prompt)
+            citations = [
+                {"source": h.source, "heading": h.heading, "text": h.text, "score": h.score, "cite": cite(h)}
+                for h in context.hits
+            ]
+    generation = _generation_settings(service, body, body.max_completion_tokens or body.max_tokens)
+    plan = await _plan(lambda: service.scheduler.plan_chat(messages, generation.max_tokens))
+    stream = _submit(service, plan, generation)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+
+    def save(text: str) -> str | None:
+        store = service.assistant.conversations
+        target = conversation or (
+            store.create(service.model_name, "", question) if body.lantern.conversation_id is None else None
+        )
+        if target is None:
+            return None
+        store.add_exchange(target.id, question, text)
+        return target.id
+
+    if not body.stream:
+        text = await _collect(stream, request)
+        conversation_id = save(text) if body.lantern.conversation_id or body.lantern.memory else None
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": service.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": _finish(stream.result.finish_reason),
+                }
+            ],
+            "usage": _usage(stream),
+            "lantern": {"citations": citations, "conversation_id": conversation_id},
+        }
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": service.model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            pieces = []
+            async for piece in stream:
+                pieces.append(piece)
+                yield chunk({"content": piece})
+            conversation_id = (
+                save("".join(pieces)) if body.lantern.conversation_id or body.lantern.memory else None
+            )
+            yield chunk(
+                {},
+                _finish(stream.result.finish_reason),
+                usage=_usage(stream),
+                lantern={"citations": citations, "conversation_id": conversation_id},
+            )
+            yield "data: [DONE]\n\n"
+        finally:
+            stream.cancel()  # a client that went away frees its slot at once
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request, service: Service, settings: Settings):
+    _check_model(service, body.model)
+    try:
+        prompt = body.text()
+    except ValueError as exc:
+        raise ApiError(422, str(exc), "invalid_request") from None
+    _check_size(settings, len(prompt))
+    generation = _generation_settings(service, body, body.max_tokens or 16)
+    plan = await _plan(lambda: service.scheduler.plan_text(prompt, generation.max_tokens))
+    stream = _submit(service, plan, generation)
+    completion_id, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def body_of(text: str, finish: str | None) -> dict:
+        return {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": service.model_name,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        }
+
+    if not body.stream:
+        text = await _collect(stream, request)
+        return {**body_of(text, _finish(stream.result.finish_reason)), "usage": _usage(stream)}
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for piece in stream:
+                yield f"data: {json.dumps(body_of(piece, None))}\n\n"
+            yield f"data: {json.dumps(body_of('', _finish(stream.result.finish_reason)))}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            stream.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, service: Service, settings: Settings):
+    if body.model is not None and body.model != EMBEDDING_MODEL:
+        raise ApiError(404, f"no embedding model {body.model!r}; use {EMBEDDING_MODEL!r}", "model_not_found")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if len(texts) > 256:
+        raise ApiError(400, "at most 256 inputs per request", "too_many_inputs")
+    _check_size(settings, sum(len(t) for t in texts))
+    vectors = await asyncio.to_thread(service.assistant.memory.embedder.embed, texts)
+    tokens = sum(len(t.split()) for t in texts)
+    return {
+        "object": "list",
+        "model": EMBEDDING_MODEL,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _check_model(service: LanternService, model: str | None) -> None:
+    if model is not None and model != service.model_name:
+        raise ApiError(
+            404, f"no model {model!r} is served here; use {service.model_name!r}", "model_not_found"
+        )
+
+
+def _check_size(settings: ServerSettings, text_chars: int) -> None:
+    if text_chars > settings.max_prompt_chars:
+        raise ApiError(
+            400,
+            f"the prompt is {text_chars} characters; the limit is {settings.max_prompt_chars}",
+            "prompt_too_long",
+        )
+
+
+def _generation_settings(service: LanternService, body, max_tokens: int | None) -> GenerationSettings:
+    defaults = service.assistant.config.generation
+    return GenerationSettings(
+        max_tokens=max_tokens or defaults.max_tokens,
+        temperature=defaults.temperature if body.temperature is None else body.temperature,
+        top_p=defaults.top_p if body.top_p is None else body.top_p,
+        seed=body.seed,
+        stop=body.stops(),
+    )
+
+
+async def _plan(make_plan) -> PromptPlan:
+    # Tokenizing and trimming a long chat takes a while: never on the event loop.
+    try:
+        return await asyncio.to_thread(make_plan)
+    except ContextOverflowError as exc:
+        raise ApiError(400, str(exc), "context_length_exceeded") from None
+    except (LanternError, ValueError, jinja2.TemplateError) as exc:
+        raise ApiError(400, f"cannot build a prompt from these messages: {exc}", "invalid_prompt") from None
+
+
+def _submit(service: LanternService, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
+    try:
+        return service.scheduler.submit(plan, settings)
+    except QueueFullError as exc:
+        raise ApiError(503, f"{exc}; retry shortly", "overloaded", {"Retry-After": "2"}) from None
+
+
+async def _collect(stream: BatchedStream, request: Request) -> str:
+    """The whole answer, or a cancelled one if the client goes away before it is done."""
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+        stream.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return "".join([piece async for piece in stream])
+    finally:
+        watcher.cancel()
+        stream.cancel()
+
+
+def _usage(stream: BatchedStream) -> dict:
+    r = stream.result
+    return {
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+    }
+
+
+def _finish(reason: str) -> str:
+    return {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}.get(reason, "stop")
+
+
+def _encode_vector(vector, encoding: str):
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return vector.tolist()
