@@ -8,12 +8,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Static
 
 from app.assistant import Assistant, Turn
 from app.conversations import Conversation
 from app.errors import LanternError
+from tui.screens.chat_conversations import ConversationActions
+from tui.screens.chat_feedback import FeedbackActions
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message import AnswerMessage, UserMessage
 from tui.widgets.prompt import PromptArea
@@ -24,7 +25,10 @@ SHOWN_PROMPT_CHARS = 2000  # a huge paste is sent whole but shown shortened
 SIDEBAR_MIN_WIDTH = 100  # narrower terminals start with the sidebar hidden (Ctrl+B shows it)
 
 
-class ChatScreen(Screen):
+class ChatScreen(ConversationActions, FeedbackActions):
+    """Every key of the chat is bound here; the conversation-list and feedback actions live in
+    their own modules (chat_conversations, chat_feedback)."""
+
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+n", "new_chat", "New"),
@@ -223,97 +227,7 @@ class ChatScreen(Screen):
         if self._turn is not None:
             self._turn.stream.cancel()
 
-    # --- conversations -----------------------------------------------------------------------
-
-    def refresh_sidebar(self, search: str | None = None) -> None:
-        if search is None:
-            search = self.query_one("#conversation-search", Input).value
-        rows = self.assistant.conversations.search(search)
-        current = self.conversation.id if self.conversation else None
-        self.query_one(ConversationList).show(rows, current)
-
-    @on(Input.Changed, "#conversation-search")
-    def _search_changed(self, event: Input.Changed) -> None:
-        self.refresh_sidebar(event.value)
-
-    @on(ConversationList.Picked)
-    async def open_conversation(self, event: ConversationList.Picked) -> None:
-        if self.answering:
-            self.notify("Wait for the answer, or press Escape to stop it.", severity="warning")
-            return
-        conversation = self.assistant.conversations.get(event.conversation_id)
-        self.conversation = conversation
-        log = self.query_one("#log", VerticalScroll)
-        await log.remove_children()
-        for message in conversation.messages:
-            if message.role == "user":
-                await log.mount(UserMessage(message.content))
-            else:
-                await log.mount(AnswerMessage(message.content, message_id=message.id))
-        log.scroll_end(animate=False)
-        self.query_one(SourcesPanel).show([])
-        if conversation.model != self.model:
-            self.notify(f"This chat was with {conversation.model}; it continues with it.")
-            self.model = conversation.model
-            self.query_one(StatusBar).model = conversation.model
-            self.start_loading(conversation.model)
-        self.query_one(PromptArea).focus()
-
-    async def action_new_chat(self) -> None:
-        if self.answering:
-            self.action_stop()
-        self.conversation = None
-        log = self.query_one("#log", VerticalScroll)
-        await log.remove_children()
-        await log.mount(self._welcome())
-        self.query_one(SourcesPanel).show([])
-        self.refresh_sidebar()
-        self.query_one(PromptArea).focus()
-
-    def action_toggle_sidebar(self) -> None:
-        sidebar = self.query_one("#sidebar")
-        sidebar.display = not sidebar.display
-
-    def action_search(self) -> None:
-        self.query_one("#sidebar").display = True
-        self.query_one("#conversation-search", Input).focus()
-
-    def action_rename(self) -> None:
-        from tui.screens.rename import RenameScreen
-
-        if self.conversation is None:
-            self.notify("Nothing to rename yet: ask something first.", severity="warning")
-            return
-        conversation = self.conversation
-
-        def renamed(title: str | None) -> None:
-            if title:
-                self.assistant.conversations.rename(conversation.id, title)
-                self.conversation = self.assistant.conversations.get(conversation.id)
-                self.refresh_sidebar()
-
-        self.app.push_screen(RenameScreen(conversation.title), renamed)
-
-    def action_delete(self) -> None:
-        from tui.screens.confirm import ConfirmScreen
-
-        if self.conversation is None:
-            self.notify("No saved conversation is open.", severity="warning")
-            return
-        if self.answering:
-            self.notify("Stop the answer (Escape) before deleting this chat.", severity="warning")
-            return
-        conversation = self.conversation
-
-        async def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.assistant.conversations.delete(conversation.id)
-                self.notify(f"Deleted “{conversation.title}”.")
-                await self.action_new_chat()
-
-        self.app.push_screen(ConfirmScreen(f"Delete “{conversation.title}” and all its messages?"), confirmed)
-
-    # --- memory and feedback -----------------------------------------------------------------
+    # --- memory and sources ------------------------------------------------------------------
 
     def action_toggle_memory(self) -> None:
         self.use_memory = not self.use_memory
@@ -325,36 +239,3 @@ class ChatScreen(Screen):
         from tui.screens.source_view import SourceViewScreen
 
         self.app.push_screen(SourceViewScreen(event.hit))
-
-    def _last_answer(self) -> AnswerMessage | None:
-        answers = [a for a in self.query(AnswerMessage) if a.message_id is not None]
-        return answers[-1] if answers else None
-
-    def _feedback(self, rating: int, edited: str | None = None) -> None:
-        answer = self._last_answer()
-        if answer is None or self.conversation is None:
-            self.notify("There is no saved answer to rate yet.", severity="warning")
-            return
-        self.assistant.conversations.add_feedback(self.conversation.id, answer.message_id, rating, edited)
-        label = {1: "marked good", -1: "marked bad"}[rating] if edited is None else "edited"
-        answer.set_footer(f"{label}; kept for tuning your twin")
-
-    def action_thumbs_up(self) -> None:
-        self._feedback(1)
-
-    def action_thumbs_down(self) -> None:
-        self._feedback(-1)
-
-    def action_edit_answer(self) -> None:
-        from tui.screens.edit_answer import EditAnswerScreen
-
-        answer = self._last_answer()
-        if answer is None:
-            self.notify("There is no saved answer to edit yet.", severity="warning")
-            return
-
-        def edited(text: str | None) -> None:
-            if text and text.strip() and text != answer.text:
-                self._feedback(-1, edited=text)
-
-        self.app.push_screen(EditAnswerScreen(answer.text), edited)
