@@ -128,6 +128,25 @@ def test_invalid_json_and_wrong_types_are_422_with_a_clear_message(server, body,
     assert problem in response.json()["error"]["message"]
 
 
+def test_tools_and_logprobs_are_refused_with_422_not_silently_dropped(client):
+    question = [{"role": "user", "content": "What is the weather in Brest?"}]
+    weather = {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+    }
+    with pytest.raises(openai.UnprocessableEntityError) as tools:
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=question, tools=[weather])
+    assert "tools are not supported" in tools.value.body["message"]
+
+    with pytest.raises(openai.UnprocessableEntityError) as chat_logprobs:
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=question, logprobs=True)
+    assert "logprobs are not supported" in chat_logprobs.value.body["message"]
+
+    with pytest.raises(openai.UnprocessableEntityError) as completion_logprobs:
+        client.completions.create(model="smollm2-135m-instruct", prompt="The sky is", logprobs=2)
+    assert "logprobs are not supported" in completion_logprobs.value.body["message"]
+
+
 def test_an_unknown_model_is_404(server, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])

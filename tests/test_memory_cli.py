@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from rag.retrieval import Retriever
 from rag.store import MemoryStore
 from tests.conftest import LANTERN, run_lantern
 from tests.memory_fixtures import make_notes
@@ -86,6 +87,66 @@ def test_encrypted_memory_from_the_shell(home, notes, monkeypatch):
     assert locked.returncode == 1 and "LANTERN_PASSPHRASE" in locked.stderr.decode()
     assert "Traceback" not in locked.stderr.decode()
     assert run_lantern("ask", "Say hi.", "--no-memory", "--max-tokens", "4").returncode == 0
+
+
+def _texts(store: MemoryStore) -> list[str]:
+    return [store.chunk(i).text for entry in store.files.values() for i in entry.chunk_ids]
+
+
+def test_a_forgotten_note_leaves_memory_and_sync_does_not_bring_it_back(home, notes):
+    trip = notes / "travel" / "trip.md"
+    _ok(run_lantern("memory", "add", str(notes)))
+    assert _ok(run_lantern("memory", "forget", str(trip))).strip() == f"Forgot 1 file under {trip}."
+    assert "0 removed" in _ok(run_lantern("memory", "sync"))  # the note is still on disk, not re-added
+
+    store = MemoryStore.open(home / "memory")
+    assert str(trip) not in store.files and len(store.files) == 5
+    assert not any("granite" in text for text in _texts(store))
+    assert len(store.dense) == store.chunk_count  # its vectors went with its passages
+    listing = _ok(run_lantern("memory", "list"))
+    assert f"{trip}  (forgotten;" in listing and "5 files" in listing
+
+
+def test_a_remembered_chat_is_found_by_memory_search(home, embedder):
+    question = "My locker code at the pool is 4417. Say OK."
+    asked = json.loads(_ok(run_lantern("ask", question, "--json", "--max-tokens", "4")))
+    conversation = asked["conversation_id"]
+    out = _ok(run_lantern("memory", "remember-chat", conversation))
+    assert out.startswith(f"Remembered conversation {conversation} (")
+
+    [hit] = Retriever(MemoryStore.open(home / "memory"), embedder).search("locker code at the pool", 1)
+    assert hit.source == f"conversations/{conversation}.md"
+    assert question in hit.text
+    assert " ".join(asked["text"].split()) in " ".join(hit.text.split())  # the answer too
+
+    unknown = run_lantern("memory", "remember-chat", "no-such-conversation")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr.decode()
+
+
+def test_a_key_file_encrypts_the_memory_and_unlocks_it(home, notes, tmp_path, monkeypatch):
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too short")
+    refused = run_lantern("memory", "init", "--encrypt", "--key-file", str(short))
+    assert refused.returncode == 1 and "too short" in refused.stderr.decode()
+    assert not MemoryStore.is_encrypted(home / "memory")
+
+    key = tmp_path / "memory.key"
+    key.write_bytes(bytes(range(64)))
+    _ok(run_lantern("memory", "init", "--encrypt", "--key-file", str(key)))
+    monkeypatch.setenv("LANTERN_KEY_FILE", str(key))
+    _ok(run_lantern("memory", "add", str(notes / "travel")))
+    for stored in (home / "memory").iterdir():
+        assert b"granite" not in stored.read_bytes(), stored  # sealed at rest
+    assert any("granite" in text for text in _texts(MemoryStore.open(home / "memory", key.read_bytes)))
+
+    other = tmp_path / "other.key"
+    other.write_bytes(bytes(range(1, 65)))
+    monkeypatch.setenv("LANTERN_KEY_FILE", str(other))
+    wrong = run_lantern("memory", "search", "lighthouse")
+    assert wrong.returncode == 1 and "wrong passphrase or key file" in wrong.stderr.decode()
+    monkeypatch.delenv("LANTERN_KEY_FILE")
+    locked = run_lantern("memory", "search", "lighthouse")
+    assert locked.returncode == 1 and "LANTERN_KEY_FILE" in locked.stderr.decode()
 
 
 def test_memory_add_of_a_missing_path_is_one_clear_line(home, tmp_path):

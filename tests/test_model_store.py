@@ -90,6 +90,22 @@ def test_removing_the_bundled_model_never_deletes_the_package_file(home, bundled
     assert b"no model named 'smollm2-135m-instruct'" in ask.stderr
 
 
+def test_a_model_written_elsewhere_with_o_is_kept_on_disk_by_rm(home, tmp_path):
+    out = tmp_path / "mine.q8_0.gguf"
+    written = run_lantern("quantize", "smollm2-135m-instruct", "--type", "Q8_0", "-o", str(out))
+    assert written.returncode == 0, written.stderr
+    listed = {m["name"]: m for m in json.loads(run_lantern("models", "list", "--json").stdout)}
+    assert listed["mine.q8_0"]["path"] == str(out.resolve())  # registered where it was written, not copied in
+    assert list((home / "models").iterdir()) == []
+    content = out.read_bytes()
+
+    removed = run_lantern("models", "rm", "mine.q8_0")
+    assert removed.returncode == 0, removed.stderr
+    assert out.read_bytes() == content  # the file is the user's: only the registration goes
+    names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
+    assert names == ["smollm2-135m-instruct"]
+
+
 def _bad_files(tmp_path, bundled_model):
     data = bundled_model.read_bytes()
     cases = {

@@ -135,6 +135,50 @@ def test_switching_conversation_shows_it_and_continues_it(home):
     assert [m.content for m in continued.messages][2] == "Which word?"
 
 
+def test_ctrl_n_starts_a_new_chat_ctrl_b_hides_the_list_and_ctrl_f_searches_it(home):
+    assistant = _assistant()
+    store = assistant.conversations
+    for prompt, answer in [
+        ("Remember the word marmalade", "I will remember marmalade."),
+        ("Plans for the garden", "Plant tomatoes."),
+    ]:
+        stored = store.create(assistant.config.default_model, "", prompt)
+        store.add_exchange(stored.id, prompt, answer)
+
+    async def scenario(pilot):
+        chat = _chat(pilot.app)
+        options = chat.query_one("#conversation-options", OptionList)
+        options.focus()
+        options.highlighted = 0
+        await pilot.press("enter")
+        await _until(pilot, lambda: chat.conversation is not None)
+        opened = [str(m.content) for m in chat.query(UserMessage)]
+        await pilot.press("ctrl+n")  # from the message box, where opening a chat left the focus
+        await pilot.pause()
+        after_new = (chat.conversation, list(chat.query(UserMessage)), len(chat.query("#welcome")))
+
+        sidebar = chat.query_one("#sidebar")
+        await pilot.press("ctrl+b")
+        hidden = not sidebar.display
+        await pilot.press("ctrl+b")
+        shown = sidebar.display
+        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+f")
+        search = chat.query_one("#conversation-search", Input)
+        found_by_ctrl_f = sidebar.display and pilot.app.focused is search
+        await pilot.press(*"marmalade")
+        await pilot.pause()
+        listed = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        return opened, after_new, hidden, shown, found_by_ctrl_f, search.value, listed
+
+    opened, after_new, hidden, shown, found_by_ctrl_f, typed, listed = _run(assistant, scenario)
+    assert opened == ["Plans for the garden"]
+    assert after_new == (None, [], 1)  # an empty chat with its welcome line
+    assert hidden and shown
+    assert found_by_ctrl_f and typed == "marmalade"
+    assert listed == ["Remember the word marmalade"]
+
+
 def test_rename_search_and_delete_with_confirmation(home):
     assistant = _assistant()
     store = assistant.conversations
@@ -237,6 +281,34 @@ def test_ratings_and_an_edited_answer_become_preference_pairs(home):
     pairs = Assistant().conversations.preference_pairs()
     assert [(p.rating, p.chosen, p.rejected) for p in pairs] == [(1, original, None), (-1, "Blue.", original)]
     assert pairs[0].prompt[-1] == {"role": "user", "content": "Name a colour."}
+
+
+def test_a_good_and_a_bad_rating_of_two_answers_to_one_question_make_a_pair(home):
+    from quantize.twin.preferences import dpo_pairs
+
+    assistant = _assistant(max_tokens=24)
+    # Sampled, not greedy: the same question is answered twice, and the two answers should differ.
+    sampled = replace(assistant.config.generation, temperature=1.0)
+    assistant.config = replace(assistant.config, generation=sampled)
+    question = "Invent a name for a small boat and say why."
+
+    async def scenario(pilot):
+        liked = await _ask(pilot, question)
+        await pilot.press("f6")
+        await pilot.press("ctrl+n")
+        disliked = await _ask(pilot, question)
+        await pilot.press("f7")
+        await pilot.pause()
+        footer = str(disliked.query_one(".answer-footer", Static).content)
+        return liked.text, disliked.text, footer
+
+    liked, disliked, footer = _run(assistant, scenario)
+    assert footer.startswith("marked bad")
+    found = dpo_pairs(Assistant().conversations.preference_pairs())
+    assert found.unpaired == 0 and len(found.pairs) == 1
+    pair = found.pairs[0]
+    assert (pair.chosen, pair.rejected) == (liked, disliked)
+    assert pair.prompt[-1] == {"role": "user", "content": question}
 
 
 def test_empty_and_huge_messages_get_a_clear_answer_and_no_crash(home):

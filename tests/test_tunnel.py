@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -132,3 +133,77 @@ def test_a_chat_goes_through_the_tunnel_and_survives_a_killed_ssh(home, sshd):
 def test_a_destination_that_is_not_user_at_host_is_refused(home):
     result = run_lantern("tunnel", "up", "--", "-oProxyCommand=evil")
     assert result.returncode != 0 and b"USER@HOST" in result.stderr
+
+
+def _guide_line(guide: str, starts: str) -> list[str]:
+    """The words of the guide's one command line that begins with ``starts``."""
+    [line] = [line.strip() for line in guide.splitlines() if line.strip().startswith(starts)]
+    return shlex.split(line)
+
+
+def _forward_from_this_machine(printed: list[str], ssh_port: int, key: Path, known_hosts: Path):
+    """Run a printed `ssh -N -p 22 -L PORT:HOST:PORT DEST` as the phone would, with two swaps this
+    one-machine test needs: the test sshd's port for 22, and a free local port, since the printed
+    one is where `lantern serve` already listens here. Returns the process and that local port."""
+    assert printed[:4] == ["ssh", "-N", "-p", "22"] and printed[4] == "-L", printed
+    _, target_host, target_port = printed[5].split(":")
+    local = free_port()
+    process = subprocess.Popen(
+        [
+            "ssh", "-N", "-p", str(ssh_port),
+            "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", "ExitOnForwardFailure=yes",
+            "-L", f"{local}:{target_host}:{target_port}", *printed[6:],
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait_for_port(local)
+    return process, local
+
+
+@pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is installed by 'make test'")
+def test_the_guides_commands_reach_lantern_directly_and_through_a_server(home, sshd):
+    ssh_port, key, known_hosts = sshd
+    server = start_server()
+    supervisor, phones = None, []
+    try:
+        serve_port, remote_port = int(server.url.rsplit(":", 1)[1]), free_port()
+        me = f"{getpass.getuser()}@127.0.0.1"
+        guided = run_lantern(
+            "tunnel", "guide", "--server", me, "--home", me,
+            "--port", str(serve_port), "--remote-port", str(remote_port),
+        )  # fmt: skip
+        assert guided.returncode == 0, guided.stderr
+        guide = guided.stdout.decode()
+        assert f"Lantern listens on 127.0.0.1:{serve_port} only" in guide
+        assert guide.count(f"then open http://127.0.0.1:{serve_port}/ there") == 2
+
+        up = _guide_line(guide, "lantern tunnel up")
+        direct, via_server = (
+            shlex.split(line.split(":", 1)[1])
+            for line in guide.splitlines()
+            if line.strip().startswith("on the phone")
+        )
+        # On one machine the server's loopback is this one's, so a mixed-up port could still reach
+        # Lantern; the forwards must be exactly these.
+        assert direct[4:] == ["-L", f"{serve_port}:127.0.0.1:{serve_port}", me]
+        assert via_server[4:] == ["-L", f"{serve_port}:127.0.0.1:{remote_port}", me]
+        test_sshd = ["--ssh-port", str(ssh_port), "-i", str(key), "--known-hosts", str(known_hosts)]
+        supervisor = subprocess.Popen(
+            [str(LANTERN), *up[1:], *test_sshd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_state(home, lambda s: s.get("state") == "up")
+        for printed in (direct, via_server):
+            phone, local = _forward_from_this_machine(printed, ssh_port, key, known_hosts)
+            phones.append(phone)
+            phone_client = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key=server.token)
+            assert [m.id for m in phone_client.models.list()][0] == "smollm2-135m-instruct", printed
+    finally:
+        for phone in phones:
+            phone.terminate()
+            phone.wait(timeout=10)
+        if supervisor is not None:
+            supervisor.send_signal(signal.SIGINT)
+            supervisor.wait(timeout=30)
+        server.stop()
