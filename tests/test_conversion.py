@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -116,6 +117,32 @@ def test_f16_round_trip_gives_identical_greedy_text(store_home, f16_export, tmp_
     assert {"name": "again-f16", "path": str(again.resolve())}.items() <= next(
         m for m in listed if m["name"] == "again-f16"
     ).items()
+
+
+def test_convert_verify_reports_how_closely_llama_cpp_follows_the_torch_model(store_home):
+    from quantize.fidelity import Fidelity
+
+    # The README's first conversion: the bundled Q4_1 into the store as F16, logits checked.
+    result = lantern(store_home, "convert", "smollm2-135m-instruct", "--verify")
+    assert result.returncode == 0, result.stderr
+    report = re.compile(
+        r"torch vs llama.cpp on the (\w+) file: top-1 agreement ([\d.]+)% over (\d+) positions, "
+        r"max \|logit diff\| ([\d.]+) \(mean ([\d.]+)\)"
+    )
+    reports = {
+        found[1]: Fidelity(int(found[3]), float(found[2]) / 100, float(found[4]), float(found[5]))
+        for found in report.finditer(result.stderr)
+    }
+    assert reports.keys() == {"source", "written"}, result.stderr
+    source, written = reports["source"], reports["written"]
+    assert source.positions == written.positions == 256
+    # The F16 file holds the torch model's weights: llama.cpp computes almost exactly its logits.
+    assert written.top1_agreement >= 0.99 and written.max_abs_diff < 0.5
+    # On the Q4_1 source llama.cpp also rounds activations to 8 bits: close, measurably less so.
+    assert source.top1_agreement >= 0.93
+    assert source.mean_abs_diff > written.mean_abs_diff
+    info = json.loads(lantern(store_home, "models", "info", "smollm2-135m-instruct-f16", "--json").stdout)
+    assert info["quantization"] == "F16"
 
 
 def test_a_hugging_face_folder_converts_with_its_tokenizer(smollm_torch, f16_export, tmp_path, store_home):
