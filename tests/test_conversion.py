@@ -200,7 +200,7 @@ def test_importance_matrix_from_notes_changes_the_rounding(store_home, f16_expor
     a, b = tensors(plain), tensors(weighted)
     k_quants = [name for name in a if a[name][0] == "Q4_K"]
     assert k_quants and all(not np.array_equal(a[name][1], b[name][1]) for name in k_quants)
-    assert "Paris" in greedy_answers(weighted)[0] or greedy_answers(weighted)[0].strip()
+    assert "Paris" in greedy_answers(weighted)[0]  # the weighted model still knows the capital of France
 
 
 def test_eval_ppl_and_compare(store_home, bundled_model, tmp_path):
