@@ -377,7 +377,7 @@ def straight_twin(notes, twin_home) -> str:
     return "straight"
 
 
-def test_build_resume_and_chat_with_the_twin(notes, twin_home, straight_twin):
+def test_an_interrupted_build_resumes_to_the_same_twin(notes, twin_home, straight_twin):
     build = ["twin", "build", str(notes), *BUILD]
 
     # Interrupt a second build of the same twin after its second step, then resume it.
@@ -410,20 +410,35 @@ def test_build_resume_and_chat_with_the_twin(notes, twin_home, straight_twin):
     assert a.keys() == b.keys()
     assert all(np.allclose(a[name], b[name], atol=1e-6) for name in a)  # nothing lost, nothing repeated
 
-    answer = lantern(
-        twin_home,
-        "ask",
-        "--twin",
-        "straight",
-        "What is the capital of France? Answer in one word.",
-        "-t",
-        "0",
-        "--no-memory",
-    )
-    assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.strip()
 
-    report = lantern(twin_home, "twin", "eval", "straight", "--json")
+def test_ask_and_chat_with_the_twin_answer_through_its_adapter(twin_home, straight_twin):
+    record = json.loads((twin_home / "twins" / straight_twin / "twin.json").read_text())
+    trained_on = (twin_home / "twins" / straight_twin / "dataset" / "train.jsonl").read_text()
+    question = "What do my notes say about try?"
+    assert json.dumps(question) in trained_on  # a chat sample the twin learned from
+    greedy = [question, "-t", "0", "--max-tokens", "16", "--no-memory"]
+
+    twin = lantern(twin_home, "ask", "--twin", straight_twin, *greedy)
+    base = lantern(twin_home, "ask", "-m", record["base_model"], *greedy)
+    assert twin.returncode == 0 and base.returncode == 0, twin.stderr + base.stderr
+    # Greedy answers from the same weights would be the same: the adapter changes the answer.
+    assert twin.stdout.strip() and base.stdout.strip()
+    assert twin.stdout != base.stdout
+
+    chat = subprocess.run(
+        [str(LANTERN), "chat", "--twin", straight_twin, *greedy[1:]],
+        input=question + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LANTERN_HOME": str(twin_home)},
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout == twin.stdout  # `chat --twin` is the same twin as `ask --twin`
+
+
+def test_twin_eval_reports_the_base_and_the_twin(twin_home, straight_twin):
+    report = lantern(twin_home, "twin", "eval", straight_twin, "--json")
     assert report.returncode == 0, report.stderr
     measured = json.loads(report.stdout)
     assert measured["base_ppl"] > 1 and measured["twin_ppl"] > 1 and measured["tokens_scored"] > 0
