@@ -370,14 +370,16 @@ BUILD = ["--steps", "6", "--train-layers", "2", "--rank", "4", "--seed", "3"]
 
 @pytest.fixture(scope="module")
 def straight_twin(notes, twin_home) -> str:
-    """A twin built in one go, as most people build it."""
-    straight = lantern(twin_home, "twin", "build", str(notes), *BUILD, "--name", "straight")
+    """A twin built in one go, as most people build it, with a merged model for runtimes without
+    adapters (the README's `twin build --merge`)."""
+    straight = lantern(twin_home, "twin", "build", str(notes), *BUILD, "--name", "straight", "--merge")
     assert straight.returncode == 0, straight.stderr
     assert "Twin straight: 6 steps" in straight.stdout
+    assert "Merged model in the store as straight-merged" in straight.stderr
     return "straight"
 
 
-def test_build_resume_and_chat_with_the_twin(notes, twin_home, straight_twin):
+def test_an_interrupted_build_resumes_to_the_same_twin(notes, twin_home, straight_twin):
     build = ["twin", "build", str(notes), *BUILD]
 
     # Interrupt a second build of the same twin after its second step, then resume it.
@@ -410,23 +412,77 @@ def test_build_resume_and_chat_with_the_twin(notes, twin_home, straight_twin):
     assert a.keys() == b.keys()
     assert all(np.allclose(a[name], b[name], atol=1e-6) for name in a)  # nothing lost, nothing repeated
 
-    answer = lantern(
-        twin_home,
-        "ask",
-        "--twin",
-        "straight",
-        "What is the capital of France? Answer in one word.",
-        "-t",
-        "0",
-        "--no-memory",
-    )
-    assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.strip()
 
-    report = lantern(twin_home, "twin", "eval", "straight", "--json")
+def test_ask_and_chat_with_the_twin_answer_through_its_adapter(twin_home, straight_twin):
+    record = json.loads((twin_home / "twins" / straight_twin / "twin.json").read_text())
+    trained_on = (twin_home / "twins" / straight_twin / "dataset" / "train.jsonl").read_text()
+    question = "What do my notes say about try?"
+    assert json.dumps(question) in trained_on  # a chat sample the twin learned from
+    greedy = [question, "-t", "0", "--max-tokens", "16", "--no-memory"]
+
+    twin = lantern(twin_home, "ask", "--twin", straight_twin, *greedy)
+    base = lantern(twin_home, "ask", "-m", record["base_model"], *greedy)
+    assert twin.returncode == 0 and base.returncode == 0, twin.stderr + base.stderr
+    # Greedy answers from the same weights would be the same: the adapter changes the answer.
+    assert twin.stdout.strip() and base.stdout.strip()
+    assert twin.stdout != base.stdout
+
+    chat = subprocess.run(
+        [str(LANTERN), "chat", "--twin", straight_twin, *greedy[1:]],
+        input=question + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LANTERN_HOME": str(twin_home)},
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout == twin.stdout  # `chat --twin` is the same twin as `ask --twin`
+
+
+def test_twin_eval_finds_the_twin_better_than_its_base_on_unseen_notes(twin_home, straight_twin):
+    report = lantern(twin_home, "twin", "eval", straight_twin, "--json")
     assert report.returncode == 0, report.stderr
     measured = json.loads(report.stdout)
-    assert measured["base_ppl"] > 1 and measured["twin_ppl"] > 1 and measured["tokens_scored"] > 0
+    assert measured["text"] == "held-out notes" and measured["tokens_scored"] > 500
+    # Six steps on the other pydoc topics already lower the perplexity of the held-out ones (about 3%).
+    assert 1 < measured["twin_ppl"] < 0.99 * measured["base_ppl"]
+    assert measured["reduction"] == pytest.approx(1 - measured["twin_ppl"] / measured["base_ppl"])
+    listed = lantern(twin_home, "twin", "list").stdout
+    assert f"ppl {measured['base_ppl']:.2f} -> {measured['twin_ppl']:.2f}" in listed
+
+
+def _dequantized(tensor) -> np.ndarray:
+    return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
+
+
+def test_a_merged_twin_is_its_base_with_the_adapter_added_and_rounded_again(
+    twin_home, straight_twin, bundled_model
+):
+    record = json.loads((twin_home / "twins" / straight_twin / "twin.json").read_text())
+    assert record["merged_model"] == "straight-merged"
+    info = json.loads(lantern(twin_home, "models", "info", "straight-merged", "--json").stdout)
+    assert info["quantization"] == "Q4_1"  # re-quantized to the base's type
+    base = {t.name: t for t in gguf.GGUFReader(bundled_model).tensors}
+    merged = {t.name: t for t in gguf.GGUFReader(info["path"]).tensors}
+    adapter = gguf.GGUFReader(twin_home / "twins" / straight_twin / "adapter.gguf")
+    lora = {t.name: np.array(t.data, dtype=np.float64) for t in adapter.tensors}
+    adapted = {name.removesuffix(".lora_a") for name in lora if name.endswith(".lora_a")}
+    assert len(adapted) == 2 * 7  # --train-layers 2, 7 matrices each
+
+    # Every tensor the adapter does not touch is the base's, bit for bit; each one it adapts changed.
+    assert merged.keys() == base.keys()
+    assert all(merged[name].tensor_type == base[name].tensor_type for name in base)
+    assert {name for name in base if not np.array_equal(merged[name].data, base[name].data)} == adapted
+
+    # Rounding to Q4_1 again loses most of the small change, but what is left goes the adapter's
+    # way: in every adapted matrix the change follows alpha/rank * B @ A (about 0.08 correlation
+    # over 110k to 885k weights; a merge without the adapter or against it would give 0 or less).
+    alpha = adapter.get_field("adapter.lora.alpha").contents()
+    for name in sorted(adapted):
+        a, b = lora[f"{name}.lora_a"], lora[f"{name}.lora_b"]
+        added = alpha / a.shape[0] * (b @ a)
+        change = _dequantized(merged[name]) - _dequantized(base[name])
+        assert np.corrcoef(change.ravel(), added.ravel())[0, 1] > 0.03, name
 
 
 def test_bad_inputs_get_clear_errors(twin_home, tmp_path):
