@@ -135,6 +135,16 @@ def test_switching_conversation_shows_it_and_continues_it(home):
     assert [m.content for m in continued.messages][2] == "Which word?"
 
 
+async def _open_first_listed_conversation(pilot, chat) -> OptionList:
+    """Pick the top conversation in the sidebar with Enter, as a user would; the list it was in."""
+    options = chat.query_one("#conversation-options", OptionList)
+    options.focus()
+    options.highlighted = 0
+    await pilot.press("enter")
+    await _until(pilot, lambda: chat.conversation is not None)
+    return options
+
+
 def test_ctrl_n_starts_a_new_chat_ctrl_b_hides_the_list_and_ctrl_f_searches_it(home):
     assistant = _assistant()
     store = assistant.conversations
@@ -147,11 +157,7 @@ def test_ctrl_n_starts_a_new_chat_ctrl_b_hides_the_list_and_ctrl_f_searches_it(h
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        options = chat.query_one("#conversation-options", OptionList)
-        options.focus()
-        options.highlighted = 0
-        await pilot.press("enter")
-        await _until(pilot, lambda: chat.conversation is not None)
+        options = await _open_first_listed_conversation(pilot, chat)
         opened = [str(m.content) for m in chat.query(UserMessage)]
         await pilot.press("ctrl+n")  # from the message box, where opening a chat left the focus
         await pilot.pause()
@@ -187,11 +193,7 @@ def test_rename_search_and_delete_with_confirmation(home):
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        options = chat.query_one("#conversation-options", OptionList)
-        options.focus()
-        options.highlighted = 0
-        await pilot.press("enter")
-        await _until(pilot, lambda: chat.conversation is not None)
+        options = await _open_first_listed_conversation(pilot, chat)
         await pilot.press("f2")
         rename = pilot.app.screen.query_one("#title", Input)
         rename.value = "Balcony garden"
