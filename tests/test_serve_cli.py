@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,13 @@ class Served:
     url: str
 
 
-def _wait_until_serving(process: subprocess.Popen, url: str) -> None:
+def _wait_until_serving(process: subprocess.Popen, url: str, limit_s: float = 300) -> None:
     """Return once `lantern serve` answers its health route; fail with its output if it exits."""
+    deadline = time.monotonic() + limit_s
     while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"lantern serve did not answer within {limit_s:.0f} s")
         try:
             if httpx.get(url + "/v1/lantern/health", timeout=5).status_code == 200:
                 return
