@@ -8,7 +8,6 @@ from __future__ import annotations
 import gguf
 
 LLAMA = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]  # "llama"
-SUPPORTED_ARCHITECTURES = (LLAMA,)
 
 Keys = gguf.Keys
 ARCHITECTURE = Keys.General.ARCHITECTURE
@@ -31,12 +30,14 @@ LORA_A_SUFFIX = ".lora_a"  # appended to the base tensor's name: blk.0.attn_q.we
 LORA_B_SUFFIX = ".lora_b"
 
 
-def hparam(key_template: str) -> str:
-    """An architecture key for llama, e.g. hparam(Keys.LLM.CONTEXT_LENGTH) -> 'llama.context_length'."""
-    return key_template.format(arch=LLAMA)
+def arch_key(key_template: str, arch: str) -> str:
+    """An architecture key, e.g. arch_key(Keys.LLM.EXPERT_COUNT, "qwen3moe") -> 'qwen3moe.expert_count'."""
+    return key_template.format(arch=arch)
 
 
-def llama_tensor_names(block_count: int) -> gguf.TensorNameMap:
-    """Maps Hugging Face parameter names (model.layers.0.self_attn.q_proj...) to GGUF names
-    (blk.0.attn_q...)."""
-    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, block_count)
+def expert_tensor_name(tensor: gguf.MODEL_TENSOR, block: int) -> str:
+    """The GGUF name of a layer's stacked experts, e.g. blk.3.ffn_gate_exps.weight."""
+    return gguf.TENSOR_NAMES[tensor].format(bid=block) + ".weight"
+
+
+EXPERT_GATE, EXPERT_UP = gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP

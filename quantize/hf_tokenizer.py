@@ -16,11 +16,12 @@ from pathlib import Path
 import gguf
 
 from quantize.errors import ConversionError
-from quantize.gguf_names import LLAMA
 from quantize.native_output import captured_native_output
 
-# llama.cpp pre-tokenizer names worth trying for llama-architecture BPE models, most likely first.
-PRE_TOKENIZER_CANDIDATES = ("smollm", "llama-bpe", "gpt-2", "qwen2", "starcoder", "falcon", "default")
+# llama.cpp pre-tokenizer names worth trying for byte-level BPE models, most likely first.
+PRE_TOKENIZER_CANDIDATES = (
+    "smollm", "llama-bpe", "qwen2", "gpt-4o", "gpt-2", "starcoder", "falcon", "default",
+)
 
 PROBE_TEXT = (
     "Hello World! It's 2026; we'll pay $1,234.56 for 3333333 items.\n\n"
@@ -38,7 +39,7 @@ def add_hf_tokenizer(writer: gguf.GGUFWriter, folder: Path, pre: str, tokenizer=
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         raise ConversionError(
             f"{folder} has no byte-level BPE tokenizer that Lantern can convert ({exc}); "
-            "llama-architecture models with a tokenizer.json (BPE) are supported"
+            "models with a byte-level BPE tokenizer.json are supported"
         ) from None
     tokens, types = [], []
     for text, _score, token_type in vocab.all_tokens():
@@ -64,7 +65,9 @@ def add_hf_tokenizer(writer: gguf.GGUFWriter, folder: Path, pre: str, tokenizer=
     special.add_to_gguf(writer, quiet=True)
 
 
-def detect_pre_tokenizer(folder: Path, tokenizer, write_hparams: Callable[[gguf.GGUFWriter], None]) -> str:
+def detect_pre_tokenizer(
+    folder: Path, tokenizer, arch: str, write_hparams: Callable[[gguf.GGUFWriter], None]
+) -> str:
     """The llama.cpp pre-tokenizer name under which llama.cpp tokenizes like the HF tokenizer."""
     import llama_cpp
 
@@ -72,7 +75,7 @@ def detect_pre_tokenizer(folder: Path, tokenizer, write_hparams: Callable[[gguf.
     with tempfile.TemporaryDirectory(prefix="lantern-vocab-") as scratch:
         for pre in PRE_TOKENIZER_CANDIDATES:
             probe_file = Path(scratch) / f"{pre}.gguf"
-            writer = gguf.GGUFWriter(probe_file, LLAMA)
+            writer = gguf.GGUFWriter(probe_file, arch)
             write_hparams(writer)
             add_hf_tokenizer(writer, folder, pre, tokenizer)
             writer.write_header_to_file()

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import gguf
+
 from app.errors import LanternError
 from app.gguf_file import GGUFSummary, inspect_gguf
 from app.model_store import ModelStore, check_model_name
 from quantize.errors import ConversionError
-from quantize.gguf_names import SUPPORTED_ARCHITECTURES
+from quantize.families import Family, check_experts, family_for_arch, family_for_model_type
+from quantize.gguf_names import Keys, arch_key
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,7 @@ class ModelSource:
     kind: Literal["gguf", "hf"]
     path: Path  # the .gguf file, or the Hugging Face folder
     name: str  # a short name for messages and default output names
+    family: Family
     summary: GGUFSummary | None = None  # for GGUF sources, read and checked before anything loads
 
 
@@ -41,12 +45,16 @@ def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
 
 def gguf_source(path: Path, name: str) -> ModelSource:
     summary = inspect_gguf(path)  # refuses truncated, corrupt and empty files with a clear reason
-    if summary.architecture not in SUPPORTED_ARCHITECTURES:
-        raise ConversionError(
-            f"{path} is a {summary.architecture!r} model; the conversion pipeline handles the "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} architecture (Llama, SmolLM, TinyLlama, ...)"
-        )
-    return ModelSource("gguf", Path(path), name, summary)
+    family = family_for_arch(summary.architecture, str(path))
+    if family.moe:
+        fields = gguf.GGUFReader(path).fields
+
+        def number(template: str) -> int | None:
+            field = fields.get(arch_key(template, family.arch))
+            return int(field.contents()) if field is not None else None
+
+        check_experts(str(path), number(Keys.LLM.EXPERT_COUNT), number(Keys.LLM.EXPERT_USED_COUNT))
+    return ModelSource("gguf", Path(path), name, family, summary)
 
 
 def _hf_folder(folder: Path) -> ModelSource:
@@ -57,12 +65,10 @@ def _hf_folder(folder: Path) -> ModelSource:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConversionError(f"{config_path} is not valid JSON ({exc})") from None
-    model_type = config.get("model_type")
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise ConversionError(
-            f"{folder} holds a {model_type!r} model; the conversion pipeline handles "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
+    family = family_for_model_type(config.get("model_type"), str(folder))
+    if family.moe:
+        experts = config.get("num_experts", config.get("num_local_experts"))
+        check_experts(str(folder), experts, config.get("num_experts_per_tok"))
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ConversionError(f"{folder} has no weights (*.safetensors)")
-    return ModelSource("hf", folder, folder.name)
+    return ModelSource("hf", folder, folder.name, family)

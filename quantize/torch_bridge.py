@@ -1,8 +1,8 @@
 """GGUF (or a Hugging Face folder) -> a torch model and its tokenizer, with transformers' own loaders.
 
 transformers dequantizes every GGUF type the `gguf` package reads (F32, F16, BF16, Q8_0, Q4_0,
-Q4_1, K-quants...) and undoes llama.cpp's Q/K row order; `quantize.fidelity` proves the result
-computes what llama.cpp computes.
+Q4_1, K-quants...) and undoes each family's llama.cpp layout (quantize.family_tensors does it the
+other way); `quantize.fidelity` proves the result computes what llama.cpp computes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import gguf
 
 from quantize.errors import ConversionError
+from quantize.family_hparams import complete_config
 from quantize.gguf_names import NOT_COPIED, READER_INTERNAL_PREFIX
 from quantize.sources import ModelSource
 
@@ -32,7 +33,7 @@ class CarriedField:
 
 @dataclass
 class TorchModel:
-    model: Any  # transformers LlamaForCausalLM, in eval mode
+    model: Any  # a transformers *ForCausalLM of one of quantize.families, in eval mode
     tokenizer: Any  # transformers tokenizer matching the model's vocabulary
     source: ModelSource
     carried_metadata: tuple[CarriedField, ...] | None  # None for a Hugging Face folder
@@ -110,10 +111,16 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
     try:
         with _gguf_parsed_once():
             tokenizer = transformers.AutoTokenizer.from_pretrained(**location)
-            model = transformers.AutoModelForCausalLM.from_pretrained(**location, dtype=torch_dtype)
+            config = transformers.AutoConfig.from_pretrained(**location)
             carried = read_carried_metadata(source.path) if source.kind == "gguf" else None
+            if carried is not None:
+                complete_config(config, source.family, {field.key: field.value for field in carried})
+            model, loading = transformers.AutoModelForCausalLM.from_pretrained(
+                **location, config=config, dtype=torch_dtype, output_loading_info=True
+            )
     except (ValueError, OSError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise ConversionError(f"transformers could not load {source.path}: {exc}") from None
+    _check_every_weight_loaded(source, loading)
     if source.kind == "gguf":
         # The weights are now plain float tensors; the GGUF origin must not follow them into a save.
         with contextlib.suppress(AttributeError):
@@ -122,3 +129,20 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
         model.is_quantized = False  # else Trainer-based tools (TRL) refuse to fine-tune it
     model.eval()
     return TorchModel(model, tokenizer, source, carried)
+
+
+def _check_every_weight_loaded(source: ModelSource, loading: dict) -> None:
+    """transformers starts a parameter the file lacks from random values and only warns; a model
+    whose config and weights disagree must be refused instead."""
+    missing = [key for key in loading.get("missing_keys", ()) if not key.endswith("rotary_emb.inv_freq")]
+    problems = {
+        "missing from the weights": missing,
+        "of another shape than the config says": [str(item) for item in loading.get("mismatched_keys", ())],
+        "not part of the model the config describes": list(loading.get("unexpected_keys", ())),
+    }
+    for what, keys in problems.items():
+        if keys:
+            shown = ", ".join(sorted(keys)[:3]) + (" ..." if len(keys) > 3 else "")
+            raise ConversionError(
+                f"{source.path}: its config and weights disagree: {len(keys)} parameters {what} ({shown})"
+            )
