@@ -52,14 +52,18 @@ def check_llama_cpp_agrees(family: Family, config, where: str) -> None:
     """Refuse settings that llama.cpp's implementation of the family does not follow."""
     rope_theta(config)
     if family.moe:
-        check_experts(where, getattr(config, "num_experts", None), getattr(config, "num_experts_per_tok", None))
+        experts, used = getattr(config, "num_experts", None), getattr(config, "num_experts_per_tok", None)
+        check_experts(where, experts, used)
         if getattr(config, "decoder_sparse_step", 1) != 1 or getattr(config, "mlp_only_layers", None):
-            raise ConversionError(f"{where} mixes dense and expert layers; llama.cpp's {family.arch} has experts in every layer")
+            raise ConversionError(
+                f"{where} mixes dense and expert layers; llama.cpp's {family.arch} has experts in every layer"
+            )
         normalised = bool(getattr(config, "norm_topk_prob", False))
-        if normalised != (family.arch == "qwen3moe"):
+        llama_cpp_normalises = family.arch == "qwen3moe"
+        if normalised != llama_cpp_normalises:
             raise ConversionError(
                 f"{where} sets norm_topk_prob={normalised}, but llama.cpp's {family.arch} "
-                f"{'always' if family.arch == 'qwen3moe' else 'never'} renormalises the chosen experts' weights"
+                f"{'always' if llama_cpp_normalises else 'never'} renormalises the chosen experts' weights"
             )
     if family.arch == "gemma3":
         differences = []
@@ -69,7 +73,8 @@ def check_llama_cpp_agrees(family: Family, config, where: str) -> None:
             differences.append("the pattern of sliding and full attention layers")
         if rope_theta(config, "sliding_attention") != GEMMA3_LOCAL_ROPE_BASE:
             differences.append("the local rope base")
-        if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
+        softcapping = ("final_logit_softcapping", "attn_logit_softcapping")
+        if any(getattr(config, key, None) for key in softcapping):
             differences.append("logit soft-capping")
         if differences:
             raise ConversionError(f"{where}: llama.cpp's gemma3 fixes {', '.join(differences)} otherwise")
