@@ -3,7 +3,8 @@ matrix is driven, so llama.cpp's quantizer spends its precision where the notes 
 
 llama.cpp's `llama-imatrix` tool gathers the same statistic (mean squared activation per input
 column) through its evaluation callback; here the torch model from the GGUF bridge runs the notes
-and forward hooks on each linear layer collect it.
+and forward hooks on each linear layer collect it. A Mixture-of-Experts model's stacked experts are
+not linear layers in torch and get no entry: llama.cpp quantizes them without one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantize.gguf_names import llama_tensor_names
+from quantize.families import family_for_model_type
+from quantize.family_tensors import gguf_name as tensor_gguf_name
 from quantize.notes_text import NotesRead
 from quantize.torch_bridge import TorchModel
 
@@ -48,7 +50,8 @@ def compute_importance_matrix(
 
     model = torch_model.model
     config = model.config
-    names = llama_tensor_names(config.num_hidden_layers)
+    family = family_for_model_type(config.model_type, "the torch model")
+    names = family.tensor_names(config.num_hidden_layers)
     tied = getattr(config, "tie_word_embeddings", False)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -56,8 +59,7 @@ def compute_importance_matrix(
     def gguf_name(module_name: str) -> str | None:
         if module_name == "lm_head":
             return "token_embd.weight" if tied else "output.weight"
-        mapped = names.get_name(module_name + ".weight", try_suffixes=(".weight",))
-        return mapped
+        return tensor_gguf_name(family, names, module_name + ".weight")
 
     def collect(name: str):
         def hook(_module, inputs):

@@ -116,7 +116,7 @@ def trained(notes, bundled_model, tmp_path_factory):
     from quantize.torch_bridge import load_torch_model
     from quantize.twin.adapter_export import export_lora_gguf
     from quantize.twin.dataset import build_dataset, pack
-    from quantize.twin.split_model import SplitLlama
+    from quantize.twin.split_model import SplitModel
     from quantize.twin.trainer import TwinTrainer, add_lora
     from quantize.twin.training_config import TrainingConfig
 
@@ -124,7 +124,7 @@ def trained(notes, bundled_model, tmp_path_factory):
     ids = torch.tensor([torch_model.tokenizer.encode(topics["class"], add_special_tokens=False)[:64]])
     with torch.no_grad():
         full_logits = torch_model.model(input_ids=ids).logits
-        split = SplitLlama(torch_model.model, cut=20)
+        split = SplitModel(torch_model.model, cut=20)
         split_logits = split.upper_logits(split.lower(ids))
     # 16 sequences in batches of 4: an epoch is 4 steps, so 2.5 epochs end after 10.
     config = TrainingConfig(

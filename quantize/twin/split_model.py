@@ -8,6 +8,7 @@ upper layers attend with causal_attention and, for long runs, run compiled by to
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -17,8 +18,8 @@ from quantize.twin.sliced_loss import sliced_next_token_loss
 
 
 @dataclass
-class SplitLlama:
-    model: object  # LlamaForCausalLM (possibly wrapped by peft: LoRA layers sit inside it)
+class SplitModel:
+    model: object  # a *ForCausalLM of quantize.families (possibly wrapped by peft: LoRA sits inside)
     cut: int  # layers [0, cut) are frozen and cached; [cut, L) train
     compiled: bool = False  # the trained layers run compiled by inductor (see compile_choice)
     _compiled_layers: list = field(default_factory=list, init=False, repr=False)
@@ -30,14 +31,22 @@ class SplitLlama:
             model = model.model if hasattr(model, "model") else model.base_model
         return model
 
-    def _position_embeddings(self, hidden: torch.Tensor):
+    def _position_embeddings(self, hidden: torch.Tensor, first: int, count: int):
+        """Positions and each layer's rotary embedding (Gemma 3 rotates local and global layers with
+        different bases)."""
+        inner = self._inner
         positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        return positions, self._inner.rotary_emb(hidden, position_ids=positions)
+        layer_types = getattr(inner.config, "layer_types", None)
+        if layer_types and "layer_type" in inspect.signature(inner.rotary_emb.forward).parameters:
+            by_type = {kind: inner.rotary_emb(hidden, positions, kind) for kind in set(layer_types)}
+            return positions, [by_type[kind] for kind in layer_types[first : first + count]]
+        return positions, [inner.rotary_emb(hidden, position_ids=positions)] * count
 
-    def _run(self, hidden: torch.Tensor, layers) -> torch.Tensor:
-        positions, rotary = self._position_embeddings(hidden)
-        for layer in layers:
-            # No mask: with SDPA attention that means causal (checked by the twin's tests).
+    def _run(self, hidden: torch.Tensor, layers, first: int) -> torch.Tensor:
+        positions, rotaries = self._position_embeddings(hidden, first, len(layers))
+        for layer, rotary in zip(layers, rotaries, strict=True):
+            # No mask: with SDPA attention that means causal (checked by the twin's tests); the
+            # trainer keeps sequences within any sliding window, where local attention is causal too.
             hidden = layer(hidden, attention_mask=None, position_embeddings=rotary, position_ids=positions)
         return hidden
 
@@ -45,7 +54,7 @@ class SplitLlama:
     def lower(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The frozen lower layers' output (the embeddings alone when every layer trains)."""
         inner = self._inner
-        return self._run(inner.embed_tokens(input_ids), inner.layers[: self.cut])
+        return self._run(inner.embed_tokens(input_ids), inner.layers[: self.cut], 0)
 
     def upper_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         inner = self._inner
@@ -60,7 +69,7 @@ class SplitLlama:
                 ]
             layers = self._compiled_layers
         with attention_for_training(inner.config):
-            return inner.norm(self._run(hidden, layers))
+            return inner.norm(self._run(hidden, layers, self.cut))
 
     def upper_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._lm_head()(self.upper_hidden(hidden))

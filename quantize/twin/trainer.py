@@ -28,7 +28,7 @@ from app.atomic import atomic_output_path
 from quantize.errors import ConversionError
 from quantize.twin import distributed
 from quantize.twin.compile_choice import should_compile
-from quantize.twin.split_model import SplitLlama
+from quantize.twin.split_model import SplitModel
 from quantize.twin.training_config import TrainingConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -131,6 +131,23 @@ def use_bf16(precision: str) -> bool:
     return timings[torch.bfloat16] < 0.7 * timings[torch.float32]
 
 
+# transformers stacks each layer's experts in two parameters (gate and up fused, then down).
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
+def _moe_target_modules(model, config: TrainingConfig) -> list[str]:
+    """The linear layers of an MoE model to adapt, named in full: given short names such as
+    "gate_proj", peft (for transformers v5) would move them onto the stacked experts."""
+    chosen = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.rpartition(".")[2] not in config.targets:
+            continue
+        if ".shared_expert." in name and config.moe_experts == "off":
+            continue
+        chosen.append(name)
+    return chosen
+
+
 def add_lora(model, config: TrainingConfig):
     """Wrap ``model`` with peft LoRA on the chosen layers; the base weights stay frozen and intact."""
     from peft import LoraConfig, get_peft_model
@@ -139,11 +156,19 @@ def add_lora(model, config: TrainingConfig):
     train_layers = config.train_layers or layers
     if not 0 < train_layers <= layers:
         raise ConversionError(f"--train-layers must be between 1 and {layers} for this model")
+    window = getattr(model.config, "sliding_window", None)
+    local = "sliding_attention" in (getattr(model.config, "layer_types", None) or ())
+    if local and window and config.sequence_length > window:
+        raise ConversionError(
+            f"this model attends locally within {window} tokens; train with --seq-len {window} or less"
+        )
     torch.manual_seed(config.seed)
+    moe = getattr(model.config, "num_experts", None) is not None
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
-        target_modules=list(config.targets),
+        target_modules=_moe_target_modules(model, config) if moe else list(config.targets),
+        target_parameters=list(EXPERT_PARAMETERS) if moe and config.moe_experts == "all" else None,
         layers_to_transform=list(range(layers - train_layers, layers)),
         lora_dropout=config.lora_dropout,
         bias="none",
@@ -180,7 +205,7 @@ class TwinTrainer:
         self.bf16 = use_bf16(config.precision)
         self.dist = distributed.from_environment()
         compiled = should_compile(config.compile, self.planned_steps, config.max_minutes)
-        self.split = SplitLlama(peft_model, cut, compiled=compiled)
+        self.split = SplitModel(peft_model, cut, compiled=compiled)
         self._forward = _TrainedPart(self)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel

@@ -11,7 +11,13 @@ from quantize.errors import ConversionError
 # that shares no paragraph with training (bench/RESULTS.md, pydoc without leaks: 0.6, 0.8, 1.0 and
 # 1.2 passes): past one pass the twin memorises its notes and gets worse on unseen ones.
 DEFAULT_EPOCHS = 1.0
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Attention and dense MLP matrices of every family (Phi-3 fuses q/k/v and gate/up). A Mixture-of-
+# Experts router (`mlp.gate`) matches none of them: it stays frozen.
+LORA_TARGETS = (
+    "q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "gate_proj", "up_proj", "gate_up_proj", "down_proj",
+)
+# On Mixture-of-Experts models: LoRA on no expert, on the shared expert only, or on every expert too.
+MOE_EXPERT_CHOICES = ("off", "shared", "all")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class TrainingConfig:
     threads: int = 0
     checkpoint_seconds: float = 60.0
     targets: tuple[str, ...] = LORA_TARGETS
+    moe_experts: str = "shared"
     precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
     compile: str = "auto"  # compile the trained layers: "on", "off", "auto" (see compile_choice)
 
@@ -46,5 +53,7 @@ class TrainingConfig:
             raise ConversionError("give the training a length: --steps N, --minutes M or --epochs E")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise ConversionError("--epochs must be more than 0")
+        if self.moe_experts not in MOE_EXPERT_CHOICES:
+            raise ConversionError(f"--moe-experts must be one of {', '.join(MOE_EXPERT_CHOICES)}")
         if self.rank < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConversionError("--rank, batch size and gradient accumulation must be at least 1")
