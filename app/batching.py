@@ -196,7 +196,7 @@ class BatchScheduler:
                 stream=stream,
                 sampler=self._sampler(stream.settings),
                 pending=list(stream.plan.tokens),
-                stops=_StopMatcher(stream.settings.stop),
+                stops=_StopMatcher(stream.settings.stop + self.engine.template.stops),
             )
 
     def _sampler(self, settings: GenerationSettings):

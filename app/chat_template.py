@@ -23,6 +23,43 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Gemma's turns: only "user" and "model"; the system prompt goes at the top of the first user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}"
+    "{% set ns.system = message['content'] + '\n\n' %}"
+    "{% elif message['role'] == 'user' %}"
+    "{{ '<start_of_turn>user\n' + ns.system + message['content'] + '<end_of_turn>\n' }}"
+    "{% set ns.system = '' %}"
+    "{% else %}"
+    "{{ '<start_of_turn>model\n' + message['content'] + '<end_of_turn>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class FallbackTemplate:
+    """The turn format used for a model whose GGUF carries no chat template."""
+
+    name: str  # shown by `lantern models info`
+    source: str
+    stops: tuple[str, ...] = ()  # text that ends an answer, should the model spell it out
+
+
+CHATML = FallbackTemplate("ChatML", CHATML_TEMPLATE)
+GEMMA = FallbackTemplate("Gemma turns", GEMMA_TEMPLATE, stops=("<end_of_turn>",))
+
+
+def fallback_template(architecture: str, has_gemma_turn_tokens: bool = False) -> FallbackTemplate:
+    """Gemma's format for a Gemma architecture or a vocabulary with ``<start_of_turn>``, else ChatML."""
+    if architecture.startswith("gemma") or has_gemma_turn_tokens:
+        return GEMMA
+    return CHATML
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -69,6 +106,7 @@ class ChatTemplate:
     source: str
     bos_token: str = ""
     eos_token: str = ""
+    stops: tuple[str, ...] = ()  # stop sequences the format implies, added to the caller's
 
     def render(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
         """The prompt text for ``messages``, ending where the assistant's answer begins."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from app.chat_template import CHATML_TEMPLATE, ChatMessage, ChatTemplate, validate_messages
+from app.chat_template import ChatMessage, ChatTemplate, fallback_template, validate_messages
 from app.context_budget import PromptPlan, fit_to_context
 from app.errors import LanternError
 
@@ -194,13 +194,20 @@ class Engine:
             return ""
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
+    def _is_one_token(self, text: str) -> bool:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) == 1
+
     def _load_template(self) -> ChatTemplate:
-        source = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        return ChatTemplate(
-            source=source,
-            bos_token=self._token_text(self.llm.token_bos()),
-            eos_token=self._token_text(self.llm.token_eos()),
+        bos = self._token_text(self.llm.token_bos())
+        eos = self._token_text(self.llm.token_eos())
+        source = self.llm.metadata.get("tokenizer.chat_template")
+        if source:
+            return ChatTemplate(source=source, bos_token=bos, eos_token=eos)
+        fallback = fallback_template(
+            self.llm.metadata.get("general.architecture", ""),
+            has_gemma_turn_tokens=self._is_one_token("<start_of_turn>"),
         )
+        return ChatTemplate(source=fallback.source, bos_token=bos, eos_token=eos, stops=fallback.stops)
 
     def tokenize_chat(self, messages: list[ChatMessage]) -> list[int]:
         """The prompt tokens for ``messages`` with the generation prompt appended."""
@@ -257,7 +264,7 @@ class Engine:
             llm.set_seed(settings.seed if settings.seed is not None else secrets.randbits(31))
             vocab = llm._model.vocab
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            stops = _StopMatcher(settings.stop)
+            stops = _StopMatcher(settings.stop + self.template.stops)
             pieces: list[str] = []
             first_token_at = None
             finish_reason = "length"

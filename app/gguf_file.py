@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gguf
 
+from app.chat_template import fallback_template
 from app.errors import ModelValidationError
 
 # magic (4 bytes), version (u32), tensor count (u64), metadata count (u64)
@@ -31,7 +32,9 @@ class GGUFSummary:
 
     @property
     def chat_template_source(self) -> str:
-        return "model (tokenizer.chat_template)" if self.chat_template else "fallback (ChatML)"
+        if self.chat_template:
+            return "model (tokenizer.chat_template)"
+        return f"fallback ({fallback_template(self.architecture).name})"
 
 
 def _field_value(reader: gguf.GGUFReader, key: str):

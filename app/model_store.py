@@ -1,7 +1,8 @@
 """The model store: named GGUF models in the data home, each validated before it is kept.
 
 Added models are copied into the store, so a model never changes or vanishes behind
-Lantern's back; the bundled model is registered by reference and never copied.
+Lantern's back; the bundled model is registered by reference and never copied; a packaged model
+(app/packaged.py) is assembled into the store the first time it is asked for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.config import DEFAULT_MODEL_NAME
 from app.errors import LanternError
 from app.gguf_file import GGUFSummary, inspect_gguf
 from app.home import DataHome
+from app.packaged import PACKAGED_MODELS, PackagedModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REGISTRY_VERSION = 1
@@ -34,6 +36,7 @@ class ModelEntry:
     added_at: str
     summary: GGUFSummary | None  # cached at add time; None until first inspected
     linked: bool = False  # registered by reference (a file Lantern wrote elsewhere); never deleted
+    packaged: bool = False  # assembled from its package; removing it deletes only the assembled copy
 
 
 def check_model_name(name: str) -> str:
@@ -59,9 +62,9 @@ class ModelStore:
 
     # -- registry file ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self):
-        """Serialise read-modify-write of the registry across processes."""
-        lock_path = self.home.private_file(self.home.root / ".models.lock")
+    def _locked(self, lock_name: str = ".models.lock"):
+        """Serialise read-modify-write of the registry (or another named job) across processes."""
+        lock_path = self.home.private_file(self.home.root / lock_name)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -102,6 +105,7 @@ class ModelStore:
             added_at=record.get("added_at", ""),
             summary=GGUFSummary(**summary) if summary else None,
             linked=bool(record.get("linked")),
+            packaged=bool(record.get("packaged")),
         )
 
     # -- public operations --------------------------------------------------------------------
@@ -126,11 +130,20 @@ class ModelStore:
         data = self._read()
         return [self._entry(name, data["models"][name]) for name in sorted(data["models"])]
 
+    def not_yet_assembled(self) -> list[PackagedModel]:
+        """Installed packaged models that the store does not hold yet (first use assembles them)."""
+        held = self._read()["models"]
+        return [m for m in PACKAGED_MODELS.values() if m.name not in held and m.installed()]
+
     def get(self, name: str) -> ModelEntry:
+        """The model called ``name``; a packaged model not yet in the store is assembled first."""
         check_model_name(name)
         data = self._read()
+        packaged = PACKAGED_MODELS.get(name)
+        if packaged is not None and (name not in data["models"] or data["models"][name].get("packaged")):
+            return self.assemble(packaged)
         if name not in data["models"]:
-            known = ", ".join(sorted(data["models"])) or "none"
+            known = ", ".join(sorted({*data["models"], *PACKAGED_MODELS})) or "none"
             raise LanternError(
                 f"no model named {name!r} in the store (known: {known}); "
                 "add one with 'lantern models add PATH'"
@@ -223,6 +236,34 @@ class ModelStore:
                     "summary": dataclasses.asdict(summary),
                 }
                 self._write(data)
+
+    def assemble(self, model: PackagedModel) -> ModelEntry:
+        """Join a packaged model's parts into the store once; its file appears whole or not at all."""
+        destination = self.home.models_dir / f"{model.name}.gguf"
+        # One assembler at a time: a second process waits here, then finds the file ready.
+        with self._locked(f".assemble-{model.name}.lock"):
+            record = self._read()["models"].get(model.name)
+            if record is not None and record.get("packaged") and destination.is_file():
+                return self._entry(model.name, record)
+            with self._locked():
+                self._remove_stale_copies()
+            # The package writes in place; a temp name beside the store's file, renamed only once
+            # its checksum passes, keeps a killed assembly from leaving a model. The checksum is
+            # the validation: the GGUF reader takes ~20 s on Gemma's 262k-token vocabulary, so
+            # the summary is read later, by the first `models info`.
+            with atomic_output_path(destination, mode=0o600) as tmp:
+                model.assemble(tmp)
+            with self._locked():
+                data = self._read()
+                data["models"][model.name] = {
+                    "bundled": False,
+                    "packaged": True,
+                    "file": destination.name,
+                    "added_at": _now(),
+                    "summary": None,
+                }
+                self._write(data)
+                return self._entry(model.name, data["models"][model.name])
 
     def link(self, path: Path, name: str) -> ModelEntry:
         """Register a GGUF file that Lantern wrote outside the store, by reference (no copy)."""

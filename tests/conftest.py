@@ -26,6 +26,16 @@ def bundled_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def gemma_model(tmp_path_factory) -> Path:
+    """Gemma 3 270M, assembled once per session from its package by the store's own first use."""
+    from app.home import DataHome
+    from app.model_store import ModelStore
+
+    store = ModelStore(DataHome.open(tmp_path_factory.mktemp("gemma-home")))
+    return store.get("gemma3-270m").path
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty data home for one test, also used by any `lantern` it runs."""

@@ -6,7 +6,8 @@ import gguf
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.chat_template import CHATML_TEMPLATE, ChatMessage, ChatTemplate
+from app.chat_template import CHATML_TEMPLATE, ChatMessage, ChatTemplate, fallback_template
+from app.engine import Engine
 from app.errors import LanternError
 
 CONVERSATION = [
@@ -59,6 +60,37 @@ def test_special_tokens_in_the_prompt_become_single_tokens(engine):
 def test_a_model_without_a_template_falls_back_to_chatml():
     text = ChatTemplate(CHATML_TEMPLATE).render([ChatMessage("user", "hi")])
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_gemma_model_without_a_template_gets_gemma_turns_with_the_system_prompt_in_the_first():
+    gemma = fallback_template("gemma3")
+    text = ChatTemplate(gemma.source, bos_token="<bos>").render(CONVERSATION)
+    assert text == (
+        "<bos><start_of_turn>user\nYou are terse.\n\nName a colour.<end_of_turn>\n"
+        "<start_of_turn>model\nBlue.<end_of_turn>\n"
+        "<start_of_turn>user\nAnother, with ünïcödé ✓.<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    assert gemma.stops == ("<end_of_turn>",)
+
+
+def test_the_fallback_is_chosen_by_architecture_or_by_gemmas_turn_tokens():
+    assert fallback_template("llama").source == CHATML_TEMPLATE
+    assert fallback_template("gemma2") == fallback_template("gemma3")
+    assert fallback_template("llama", has_gemma_turn_tokens=True) == fallback_template("gemma3")
+
+
+def test_the_real_gemma_model_is_prompted_in_its_own_turns_and_stops_at_end_of_turn(gemma_model):
+    gemma = Engine(gemma_model, context_length=512)
+    try:
+        assert gemma.template.source == fallback_template("gemma3").source
+        assert "<end_of_turn>" in gemma.template.stops
+        tokens = gemma.tokenize_chat([ChatMessage("system", "Be brief."), ChatMessage("user", "hi")])
+        start_of_turn = gemma.llm.tokenize(b"<start_of_turn>", add_bos=False, special=True)
+        assert len(start_of_turn) == 1
+        assert tokens[:2] == [gemma.llm.token_bos(), start_of_turn[0]]  # one BOS, then a turn
+    finally:
+        gemma.llm.close()
 
 
 def test_a_hostile_template_cannot_reach_python_internals():

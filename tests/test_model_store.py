@@ -22,10 +22,14 @@ def test_first_run_registers_the_bundled_model_without_copying_it(home, bundled_
     listing = run_lantern("models", "list", "--json")
     assert listing.returncode == 0, listing.stderr
     models = json.loads(listing.stdout)
-    assert [m["name"] for m in models] == ["smollm2-135m-instruct"]
-    assert models[0]["default"] and models[0]["bundled"]
+    assert [m["name"] for m in models] == ["smollm2-135m-instruct", "gemma3-270m"]
+    assert models[0]["default"] and models[0]["bundled"] and models[0]["ready"]
     assert models[0]["path"] == str(bundled_model)
-    assert list((home / "models").iterdir()) == []  # nothing copied
+    # Gemma is on offer, to be assembled from its package the first time it is used.
+    assert not models[1]["ready"] and not models[1]["default"] and models[1]["path"] is None
+    assert list((home / "models").iterdir()) == []  # nothing copied, nothing assembled
+    text = run_lantern("models", "list").stdout.decode()
+    assert "gemma3-270m" in text and "assembled on first use" in text
 
 
 def test_data_home_is_private(home):
@@ -77,13 +81,14 @@ def test_added_model_is_copied_in_then_removed_by_rm(home, bundled_model, tmp_pa
     assert removed.returncode == 0
     assert not stored.exists()
     names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
-    assert names == ["smollm2-135m-instruct"]
+    assert names == ["smollm2-135m-instruct", "gemma3-270m"]
 
 
 def test_removing_the_bundled_model_never_deletes_the_package_file(home, bundled_model):
     assert run_lantern("models", "rm", "smollm2-135m-instruct").returncode == 0
     assert bundled_model.is_file()
-    assert json.loads(run_lantern("models", "list", "--json").stdout) == []
+    left = json.loads(run_lantern("models", "list", "--json").stdout)
+    assert [(m["name"], m["ready"]) for m in left] == [("gemma3-270m", False)]
     # A removed default stays removed; asking names the problem and the fix.
     ask = run_lantern("ask", "hi")
     assert ask.returncode != 0
@@ -103,7 +108,7 @@ def test_a_model_written_elsewhere_with_o_is_kept_on_disk_by_rm(home, tmp_path):
     assert removed.returncode == 0, removed.stderr
     assert out.read_bytes() == content  # the file is the user's: only the registration goes
     names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
-    assert names == ["smollm2-135m-instruct"]
+    assert names == ["smollm2-135m-instruct", "gemma3-270m"]
 
 
 def _bad_files(tmp_path, bundled_model):

@@ -22,35 +22,51 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def models_list(ctx, as_json):
-    """The models in the store; * marks the default."""
+    """The models in the store, then packaged ones assembled on first use; * marks the default."""
     assistant = assistant_from(ctx)
     entries = assistant.models.list()
+    unassembled = assistant.models.not_yet_assembled()
     default = assistant.config.default_model
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": e.name,
-                        "path": str(e.path),
-                        "bundled": e.bundled,
-                        "default": e.name == default,
-                        "size": e.path.stat().st_size if e.path.is_file() else None,
-                    }
-                    for e in entries
-                ]
-            )
-        )
+        listed = [
+            {
+                "name": e.name,
+                "path": str(e.path),
+                "bundled": e.bundled,
+                "default": e.name == default,
+                "size": e.path.stat().st_size if e.path.is_file() else None,
+                "ready": True,
+            }
+            for e in entries
+        ]
+        # ready False: the model's package is installed, and its first use assembles the file.
+        listed += [
+            {
+                "name": m.name,
+                "path": None,
+                "bundled": False,
+                "default": m.name == default,
+                "size": None,
+                "ready": False,
+            }
+            for m in unassembled
+        ]
+        click.echo(json.dumps(listed))
         return
-    if not entries:
+    if not entries and not unassembled:
         click.echo("No models yet. Add one with 'lantern models add PATH'.")
         return
     for e in entries:
         size = human_bytes(e.path.stat().st_size) if e.path.is_file() else "missing"
         quant = e.summary.quantization if e.summary else ""
-        source = "bundled" if e.bundled else "added"
+        source = "bundled" if e.bundled else "packaged" if e.packaged else "added"
         marker = "*" if e.name == default else " "
         click.echo(f"{marker} {e.name:<32} {quant:<8} {size:>10}  {source}")
+    for m in unassembled:
+        marker = "*" if m.name == default else " "
+        click.echo(
+            f"{marker} {m.name:<32} {'':<8} {'-':>10}  packaged: {m.description}, assembled on first use"
+        )
 
 
 @models.command("add")
