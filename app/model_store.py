@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,11 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit, with no '..' and no path separators"
         )
     return name
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a --model value names a file (llama.cpp style) rather than a model in the store."""
+    return "/" in text or os.sep in text or text.startswith("~") or text.lower().endswith(".gguf")
 
 
 def name_from_filename(path: Path) -> str:
@@ -147,6 +153,14 @@ class ModelStore:
             )
             raise LanternError(f"the file of model {name!r} is missing ({entry.path}); {hint}")
         return entry
+
+    def resolve(self, text: str) -> ModelEntry:
+        """A model in the store by name, or a GGUF file by path, checked as 'models add' checks it."""
+        if text in self._read()["models"] or not looks_like_path(text):
+            return self.get(text)
+        path = Path(text).expanduser().resolve()
+        summary, facts = read_model(path)
+        return ModelEntry(str(path), path, bundled=False, added_at="", summary=summary, facts=facts)
 
     def info(self, name: str) -> tuple[ModelEntry, GGUFSummary]:
         entry = self.described(name)

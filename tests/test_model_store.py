@@ -275,3 +275,24 @@ def test_a_registry_from_an_older_lantern_gets_its_facts_on_first_info(home, bun
     assert json.loads(info.stdout)["kv_cache_bytes"] > 0
     assert "facts" in json.loads(registry.read_text())["models"]["old"]  # cached for next time
 
+
+def test_model_accepts_a_gguf_path_as_llama_cpp_users_type_it(home, bundled_model):
+    answer = run_lantern("ask", "Say hello.", "--model", str(bundled_model), "--max-tokens", "4", "--json")
+    assert answer.returncode == 0, answer.stderr
+    data = json.loads(answer.stdout)
+    assert data["text"] and data["model"] == str(bundled_model)
+    # The file is used where it lies: nothing is added to the store.
+    names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
+    assert names == ["smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_model_given_a_broken_gguf_path_is_refused_with_one_line(home, bundled_model, tmp_path, command):
+    path = _bad_files(tmp_path, bundled_model)["truncated"]
+    args = ["ask", "hi"] if command == "ask" else ["chat"]
+    result = run_lantern(*args, "--model", str(path), input=b"hi\n")
+    assert result.returncode != 0
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{path} is truncated" in err
+    assert "Traceback" not in err
