@@ -13,7 +13,7 @@ from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
 from app.home import DataHome
 from app.memory import Memory, secret_from_environment
-from app.model_store import ModelStore
+from app.model_store import ModelStore, looks_like_path
 from app.twins import TwinStore
 from rag.retrieval import RetrievalHit
 
@@ -80,10 +80,10 @@ class Assistant:
     def engine(self, model: str | None = None) -> Engine:
         """The loaded engine for ``model`` (default from config), loading it on first use. A twin's
         name gives its base model with the twin's adapter applied."""
-        name = model or self.config.default_model
+        name = self.model_key(model)
         if name not in self._engines:
             adapter, scale = None, 1.0
-            if self.twins.exists(name) and name not in {e.name for e in self.models.list()}:
+            if self._is_twin(name):
                 twin = self.twins.get(name)
                 if not twin.trained:
                     raise LanternError(
@@ -92,7 +92,7 @@ class Assistant:
                 adapter, scale, name_in_store = self.twins.adapter_path(name), twin.scale, twin.base_model
             else:
                 name_in_store = name
-            entry = self.models.get(name_in_store)
+            entry = self.models.resolve(name_in_store)
             runtime = self.config.runtime
             self._engines[name] = Engine(
                 entry.path,
@@ -103,6 +103,20 @@ class Assistant:
                 lora_scale=scale,
             )
         return self._engines[name]
+
+    def model_key(self, model: str | None) -> str:
+        """The name a model is loaded and saved under: a store or twin name as given, a file's
+        absolute path (so a conversation continues from any folder)."""
+        name = model or self.config.default_model
+        if looks_like_path(name) and name not in {e.name for e in self.models.list()}:
+            return str(Path(name).expanduser().resolve())
+        return name
+
+    def _is_twin(self, name: str) -> bool:
+        try:
+            return self.twins.exists(name) and name not in {e.name for e in self.models.list()}
+        except LanternError:  # not a valid twin name: a path, or a store name's own error later
+            return False
 
     def settings(
         self,
@@ -143,11 +157,11 @@ class Assistant:
         if not prompt.strip():
             raise LanternError("the prompt is empty; type a question")
         if conversation is not None:
-            model = model or conversation.model
+            model = self.model_key(model or conversation.model)
             messages = conversation.chat_messages()
             system = conversation.system_prompt
         else:
-            model = model or self.config.default_model
+            model = self.model_key(model)
             system = self.config.system_prompt if system_prompt is None else system_prompt
             check_utf8(system, "system prompt")
             messages = [ChatMessage("system", system)] if system else []

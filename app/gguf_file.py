@@ -37,7 +37,7 @@ class GGUFSummary:
         return f"fallback ({fallback_template(self.architecture).name})"
 
 
-def _field_value(reader: gguf.GGUFReader, key: str):
+def field_value(reader: gguf.GGUFReader, key: str):
     field = reader.get_field(key)
     return None if field is None else field.contents()
 
@@ -58,7 +58,7 @@ def _check_header(path: Path, size: int) -> None:
 
 
 def _quantization(reader: gguf.GGUFReader) -> str:
-    file_type = _field_value(reader, gguf.Keys.General.FILE_TYPE)
+    file_type = field_value(reader, gguf.Keys.General.FILE_TYPE)
     if file_type is not None:
         try:
             return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
@@ -71,8 +71,8 @@ def _quantization(reader: gguf.GGUFReader) -> str:
     return weight.most_common(1)[0][0] if weight else "unknown"
 
 
-def inspect_gguf(path: Path) -> GGUFSummary:
-    """Read and check a GGUF file; raise ModelValidationError with a one-line reason if unusable."""
+def open_gguf(path: Path) -> gguf.GGUFReader:
+    """Open and check a GGUF file; raise ModelValidationError with a one-line reason if unusable."""
     path = Path(path)
     if not path.exists():
         raise ModelValidationError(f"{path} does not exist")
@@ -94,20 +94,30 @@ def inspect_gguf(path: Path) -> GGUFSummary:
         raise ModelValidationError(
             f"{path} is truncated: its tensor table needs {data_end} bytes, the file has {size}"
         )
-    architecture = _field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    architecture = field_value(reader, gguf.Keys.General.ARCHITECTURE)
     if not isinstance(architecture, str) or not architecture:
         raise ModelValidationError(f"{path} names no architecture (general.architecture)")
+    return reader
 
-    context_length = _field_value(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=architecture))
-    template = _field_value(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+
+def summarize_gguf(reader: gguf.GGUFReader) -> GGUFSummary:
+    """The summary of a file ``open_gguf`` has checked."""
+    architecture = field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    context_length = field_value(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=architecture))
+    template = field_value(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
     return GGUFSummary(
         architecture=architecture,
-        model_name=_field_value(reader, gguf.Keys.General.NAME),
+        model_name=field_value(reader, gguf.Keys.General.NAME),
         parameter_count=sum(int(t.n_elements) for t in reader.tensors),
         quantization=_quantization(reader),
         context_length=int(context_length) if context_length is not None else None,
-        file_size=size,
-        gguf_version=int(_field_value(reader, "GGUF.version")),
+        file_size=int(reader.data.shape[0]),
+        gguf_version=int(field_value(reader, "GGUF.version")),
         tensor_count=len(reader.tensors),
         chat_template=template if isinstance(template, str) and template.strip() else None,
     )
+
+
+def inspect_gguf(path: Path) -> GGUFSummary:
+    """Read and check a GGUF file; raise ModelValidationError with a one-line reason if unusable."""
+    return summarize_gguf(open_gguf(path))

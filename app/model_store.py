@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +21,9 @@ from app.atomic import atomic_copy, atomic_output_path, atomic_write_text, is_ab
 from app.bundled import bundled_model_path
 from app.config import DEFAULT_MODEL_NAME
 from app.errors import LanternError
-from app.gguf_file import GGUFSummary, inspect_gguf
+from app.gguf_file import GGUFSummary
 from app.home import DataHome
+from app.model_facts import ModelFacts, facts_from_dict, read_model
 from app.packaged import PACKAGED_MODELS, PackagedModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -37,6 +39,7 @@ class ModelEntry:
     summary: GGUFSummary | None  # cached at add time; None until first inspected
     linked: bool = False  # registered by reference (a file Lantern wrote elsewhere); never deleted
     packaged: bool = False  # assembled from its package; removing it deletes only the assembled copy
+    facts: ModelFacts | None = None  # cached like the summary; None until first read
 
 
 def check_model_name(name: str) -> str:
@@ -47,6 +50,11 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit, with no '..' and no path separators"
         )
     return name
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a --model value names a file (llama.cpp style) rather than a model in the store."""
+    return "/" in text or os.sep in text or text.startswith("~") or text.lower().endswith(".gguf")
 
 
 def name_from_filename(path: Path) -> str:
@@ -106,6 +114,7 @@ class ModelStore:
             summary=GGUFSummary(**summary) if summary else None,
             linked=bool(record.get("linked")),
             packaged=bool(record.get("packaged")),
+            facts=facts_from_dict(record.get("facts")),
         )
 
     # -- public operations --------------------------------------------------------------------
@@ -158,23 +167,38 @@ class ModelStore:
             raise LanternError(f"the file of model {name!r} is missing ({entry.path}); {hint}")
         return entry
 
+    def resolve(self, text: str) -> ModelEntry:
+        """A model in the store by name, or a GGUF file by path, checked as 'models add' checks it."""
+        if text in self._read()["models"] or not looks_like_path(text):
+            return self.get(text)
+        path = Path(text).expanduser().resolve()
+        summary, facts = read_model(path)
+        return ModelEntry(str(path), path, bundled=False, added_at="", summary=summary, facts=facts)
+
     def info(self, name: str) -> tuple[ModelEntry, GGUFSummary]:
+        entry = self.described(name)
+        return entry, entry.summary
+
+    def described(self, name: str) -> ModelEntry:
+        """The entry with its summary and its facts (parameters, experts, the shape that sets RAM use),
+        reading the file once if they are not cached."""
         entry = self.get(name)
-        if entry.summary is not None:
-            return entry, entry.summary
-        summary = inspect_gguf(entry.path)
+        if entry.summary is not None and entry.facts is not None:
+            return entry
+        summary, facts = read_model(entry.path)
         with self._locked():
             data = self._read()
             if name in data["models"]:
                 data["models"][name]["summary"] = dataclasses.asdict(summary)
+                data["models"][name]["facts"] = dataclasses.asdict(facts)
                 self._write(data)
-        return entry, summary
+        return dataclasses.replace(entry, summary=summary, facts=facts)
 
     def add(self, source: Path, name: str | None = None) -> ModelEntry:
         """Validate ``source`` as GGUF, then copy it into the store under ``name``."""
         source = Path(source).expanduser()
         name = check_model_name(name) if name is not None else name_from_filename(source)
-        summary = inspect_gguf(source)  # before anything else touches the file
+        summary, facts = read_model(source)  # before anything else touches the file
         with self._locked():
             data = self._read()
             if name in data["models"]:
@@ -194,6 +218,7 @@ class ModelStore:
                 "file": filename,
                 "added_at": _now(),
                 "summary": dataclasses.asdict(summary),
+                "facts": dataclasses.asdict(facts),
             }
             try:
                 self._write(data)
@@ -224,7 +249,7 @@ class ModelStore:
         destination = self.home.models_dir / f"{name}.gguf"
         with atomic_output_path(destination, mode=0o600) as tmp:
             yield tmp
-            summary = inspect_gguf(tmp)
+            summary, facts = read_model(tmp)
             with self._locked():
                 data = self._read()
                 if name in data["models"]:
@@ -234,6 +259,7 @@ class ModelStore:
                     "file": destination.name,
                     "added_at": _now(),
                     "summary": dataclasses.asdict(summary),
+                    "facts": dataclasses.asdict(facts),
                 }
                 self._write(data)
 
@@ -268,7 +294,7 @@ class ModelStore:
     def link(self, path: Path, name: str) -> ModelEntry:
         """Register a GGUF file that Lantern wrote outside the store, by reference (no copy)."""
         path = Path(path).expanduser().resolve()
-        summary = inspect_gguf(path)
+        summary, facts = read_model(path)
         with self._locked():
             data = self._read()
             if name in data["models"]:
@@ -278,6 +304,7 @@ class ModelStore:
                 "path": str(path),
                 "added_at": _now(),
                 "summary": dataclasses.asdict(summary),
+                "facts": dataclasses.asdict(facts),
             }
             self._write(data)
             return self._entry(name, data["models"][name])

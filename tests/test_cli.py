@@ -61,6 +61,8 @@ def test_prompt_can_come_from_stdin(home):
         (["ask"], b"caf\xe9 au lait", "not valid UTF-8"),
         (["ask", "   "], None, "the prompt is empty"),
         (["ask", "hi", "--model", "no-such-model"], None, "no model named 'no-such-model'"),
+        (["ask", "hi", "--model", "/no/such/model.gguf"], None, "/no/such/model.gguf does not exist"),
+        (["--model", "x.gguf", "ask", "hi"], None, "put it after: lantern ask --model"),
         (["ask", "hi", "--temperature", "-1"], None, "temperature must be between"),
         (["ask", "hi", "--max-tokens", "0"], None, "max tokens must be at least 1"),
         (["ask", "-c", "hi"], None, "no conversation to continue"),

@@ -6,6 +6,8 @@ import json
 import os
 import stat
 
+import gguf
+import numpy as np
 import pytest
 
 from tests.conftest import run_lantern
@@ -167,3 +169,135 @@ def test_a_missing_file_is_a_clear_error(home, tmp_path):
     result = run_lantern("models", "add", str(tmp_path / "nope.gguf"))
     assert result.returncode != 0
     assert b"does not exist" in result.stderr
+
+
+def test_info_and_list_say_what_the_bundled_model_costs_to_run(home):
+    data = json.loads(run_lantern("models", "info", "smollm2-135m-instruct", "--json").stdout)
+    assert data["moe"] is False and data["expert_count"] is None
+    assert data["active_parameter_count"] == data["parameter_count"]  # dense: every weight, every token
+    # SmolLM2-135M: 30 layers, 3 KV heads of 576 / 9 = 64 dims; the default config opens 4096 tokens.
+    assert (data["block_count"], data["kv_head_count"], data["key_length"]) == (30, 3, 64)
+    assert data["ram_estimate_context_length"] == 4096
+    assert data["kv_cache_bytes"] == 2 * 30 * 4096 * 3 * 64 * 2  # K and V, F16
+    assert data["ram_estimate_bytes"] == data["file_size"] + data["kv_cache_bytes"]
+    assert "upper bound" in data["ram_estimate_note"]
+
+    text = run_lantern("models", "info", "smollm2-135m-instruct").stdout.decode()
+    assert "active per token:  all (a dense model)" in text
+    assert "RAM estimate:" in text and "upper bound" in text
+
+    listed = json.loads(run_lantern("models", "list", "--json").stdout)[0]
+    assert listed["ram_estimate_bytes"] == data["ram_estimate_bytes"] and listed["moe"] is False
+    line = run_lantern("models", "list").stdout.decode()
+    assert "llama" in line and "135M" in line and "RAM" in line and "MoE" not in line
+
+
+def _write_tiny_qwen3moe(path):
+    """A small but valid qwen3moe GGUF: 2 layers of 8 experts, 2 used per token."""
+    t = gguf.MODEL_TENSOR
+    writer = gguf.GGUFWriter(path, arch="qwen3moe")
+    writer.add_context_length(256)
+    writer.add_block_count(2)
+    writer.add_embedding_length(16)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_key_length(8)  # qwen3 heads are wider than 16 / 4
+    writer.add_value_length(8)
+    writer.add_expert_count(8)
+    writer.add_expert_used_count(2)
+    writer.add_expert_feed_forward_length(12)
+
+    def add(kind, shape, bid=None):
+        name = gguf.TENSOR_NAMES[kind].format(bid=bid) + ".weight"
+        writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
+
+    add(t.TOKEN_EMBD, (32, 16))
+    add(t.OUTPUT_NORM, (16,))
+    add(t.OUTPUT, (32, 16))
+    for bid in range(2):
+        add(t.ATTN_NORM, (16,), bid)
+        add(t.ATTN_Q, (32, 16), bid)
+        add(t.ATTN_K, (16, 16), bid)
+        add(t.ATTN_V, (16, 16), bid)
+        add(t.ATTN_OUT, (16, 32), bid)
+        add(t.ATTN_Q_NORM, (8,), bid)
+        add(t.ATTN_K_NORM, (8,), bid)
+        add(t.FFN_NORM, (16,), bid)
+        add(t.FFN_GATE_INP, (8, 16), bid)
+        add(t.FFN_GATE_EXP, (8, 12, 16), bid)  # numpy [expert, ff, hidden]: experts last in GGUF
+        add(t.FFN_UP_EXP, (8, 12, 16), bid)
+        add(t.FFN_DOWN_EXP, (8, 16, 12), bid)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_mixture_of_experts_model_shows_its_experts_and_active_parameters(home, tmp_path):
+    path = tmp_path / "tiny-moe.gguf"
+    _write_tiny_qwen3moe(path)
+    assert run_lantern("models", "add", str(path)).returncode == 0
+
+    experts = 2 * 3 * 8 * 12 * 16  # 2 layers x gate/up/down x 8 experts x 12 x 16
+    per_layer = 16 + 32 * 16 + 16 * 16 + 16 * 16 + 16 * 32 + 8 + 8 + 16 + 8 * 16
+    total = 32 * 16 + 16 + 32 * 16 + 2 * per_layer + experts
+    active = total - experts * 6 // 8  # the router leaves 6 of 8 experts idle for each token
+    assert (experts, total, active) == (9216, 13680, 6768)
+
+    info = json.loads(run_lantern("models", "info", "tiny-moe", "--json").stdout)
+    assert info["architecture"] == "qwen3moe" and info["moe"] is True
+    assert (info["expert_count"], info["expert_used_count"]) == (8, 2)
+    assert info["parameter_count"] == total and info["active_parameter_count"] == active
+    assert info["expert_parameter_count"] == experts
+    assert info["expert_share"] == round(experts / total, 6)
+    # The config asks for 4096 tokens; the model was trained for 256, as the engine would open it.
+    assert info["ram_estimate_context_length"] == 256
+    assert info["kv_cache_bytes"] == 2 * 2 * 256 * 2 * 8 * 2  # K+V x layers x ctx x kv heads x dim x F16
+    assert info["ram_estimate_bytes"] == path.stat().st_size + info["kv_cache_bytes"]
+
+    text = run_lantern("models", "info", "tiny-moe").stdout.decode()
+    assert "active per token:  6.8K (6,768)" in text
+    assert "2 of 8 per token; experts hold 67.4% of the parameters" in text
+
+    listed = {m["name"]: m for m in json.loads(run_lantern("models", "list", "--json").stdout)}
+    moe = listed["tiny-moe"]
+    assert (moe["moe"], moe["expert_count"], moe["expert_used_count"]) == (True, 8, 2)
+    assert moe["active_parameter_count"] == active and moe["size"] == path.stat().st_size
+    assert listed["smollm2-135m-instruct"]["moe"] is False
+    lines = run_lantern("models", "list").stdout.decode().splitlines()
+    (moe_line,) = [line for line in lines if "tiny-moe" in line]
+    assert "qwen3moe" in moe_line and "MoE 2/8 experts" in moe_line and "6.8K act." in moe_line
+
+
+def test_a_registry_from_an_older_lantern_gets_its_facts_on_first_info(home, bundled_model):
+    assert run_lantern("models", "add", str(bundled_model), "--name", "old").returncode == 0
+    registry = home / "models.json"
+    data = json.loads(registry.read_text())
+    del data["models"]["old"]["facts"]  # as Lantern wrote it before it knew about facts
+    registry.write_text(json.dumps(data))
+    info = run_lantern("models", "info", "old", "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["kv_cache_bytes"] > 0
+    assert "facts" in json.loads(registry.read_text())["models"]["old"]  # cached for next time
+
+
+def test_model_accepts_a_gguf_path_as_llama_cpp_users_type_it(home, bundled_model):
+    answer = run_lantern("ask", "Say hello.", "--model", str(bundled_model), "--max-tokens", "4", "--json")
+    assert answer.returncode == 0, answer.stderr
+    data = json.loads(answer.stdout)
+    assert data["text"] and data["model"] == str(bundled_model)
+    # The file is used where it lies: nothing is added to the store.
+    names = [m["name"] for m in json.loads(run_lantern("models", "list", "--json").stdout)]
+    assert names == ["smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_model_given_a_broken_gguf_path_is_refused_with_one_line(home, bundled_model, tmp_path, command):
+    path = _bad_files(tmp_path, bundled_model)["truncated"]
+    args = ["ask", "hi"] if command == "ask" else ["chat"]
+    result = run_lantern(*args, "--model", str(path), input=b"hi\n")
+    assert result.returncode != 0
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{path} is truncated" in err
+    assert "Traceback" not in err

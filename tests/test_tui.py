@@ -408,3 +408,30 @@ def test_palette_commands_run_the_chat_actions(home):
         return chat.query_one(StatusBar).memory_on
 
     assert _run(assistant, scenario) is False
+
+
+def test_a_gguf_file_given_at_launch_is_chatted_with_and_a_broken_one_is_named(home, bundled_model, tmp_path):
+    def launch(model: str):
+        async def scenario(pilot):
+            chat = _chat(pilot.app)
+            await _until(pilot, chat.model_ready.is_set)
+            errors = [str(s.content) for s in chat.query(".error")]
+            return chat.model, chat.query_one(StatusBar).model, errors
+
+        async def main():
+            async with LanternApp(assistant, model=model).run_test(size=(100, 30)) as pilot:
+                return await scenario(pilot)
+
+        assistant = Assistant()
+        try:
+            return asyncio.run(main())
+        finally:
+            assistant.close()
+
+    model, shown, errors = launch(str(bundled_model))
+    assert model == shown == str(bundled_model) and errors == []
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(bundled_model.read_bytes()[:4096])
+    _, _, errors = launch(str(broken))
+    assert len(errors) == 1 and f"{broken} is truncated" in errors[0]

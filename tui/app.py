@@ -22,10 +22,14 @@ class LanternApp(App):
     CSS_PATH = "lantern.tcss"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit")]
 
-    def __init__(self, assistant: Assistant | None, startup_problem: str | None = None):
+    def __init__(
+        self, assistant: Assistant | None, startup_problem: str | None = None, model: str | None = None
+    ):
+        """``model``: a store name or a .gguf file to chat with instead of the configured default."""
         super().__init__()
         self.assistant = assistant
         self.startup_problem = startup_problem
+        self.start_model = model
 
     def on_mount(self) -> None:
         problem = self.startup_problem
@@ -37,7 +41,7 @@ class LanternApp(App):
         if problem is not None or self.assistant is None:
             self.push_screen(ProblemScreen(problem or "no assistant", RESTART_HINT))
             return
-        self.push_screen(ChatScreen(self.assistant))
+        self.push_screen(ChatScreen(self.assistant, self.start_model))
 
     @property
     def chat(self) -> ChatScreen | None:
@@ -108,5 +112,7 @@ class LanternApp(App):
         yield SystemCommand("Keys", "Every key Lantern understands (F1)", self.action_help)
 
 
-def run_tui(assistant: Assistant | None, startup_problem: str | None = None) -> None:
-    LanternApp(assistant, startup_problem).run()
+def run_tui(
+    assistant: Assistant | None, startup_problem: str | None = None, model: str | None = None
+) -> None:
+    LanternApp(assistant, startup_problem, model).run()

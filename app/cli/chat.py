@@ -19,4 +19,6 @@ def chat(ctx, model, twin, max_tokens, temperature, top_p, seed, continue_, conv
     assistant = assistant_from(ctx)
     settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     conversation = pick_conversation(assistant, continue_, conversation_id)
+    if model:
+        assistant.engine(model)  # a wrong --model (name or file) fails now, not at the first question
     run_repl(assistant, conversation, model, settings, use_memory=not no_memory)

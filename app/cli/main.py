@@ -31,9 +31,15 @@ class _LanternGroup(click.Group):
 
 @click.group(cls=_LanternGroup, invoke_without_command=True)
 @click.version_option(package_name="lantern")
+@click.option("--model", "-m", help="Open the TUI with this model: a store name or a .gguf file.")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, model: str | None) -> None:
     """Lantern: an offline assistant over local GGUF models. With no command, opens the TUI."""
+    if model and ctx.invoked_subcommand is not None:
+        raise LanternError(
+            f"--model before a command only opens the TUI; put it after: lantern {ctx.invoked_subcommand} "
+            "--model ..."
+        )
     if ctx.invoked_subcommand is None:
         from tui.app import run_tui
 
@@ -45,7 +51,7 @@ def cli(ctx: click.Context) -> None:
         except LanternError as exc:
             run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
             raise SystemExit(1) from None
-        run_tui(assistant)
+        run_tui(assistant, model=model)
 
 
 for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin):

@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.formatting import describe_model
-from app.sizes import human_bytes
+from app.cli.formatting import active_rows, describe_model, describe_ram, facts_json
+from app.errors import LanternError
+from app.model_facts import estimate_ram
+from app.model_store import ModelEntry
+from app.sizes import human_bytes, human_count
 
 
 @click.group()
@@ -22,14 +25,20 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def models_list(ctx, as_json):
-    """The models in the store, then packaged ones assembled on first use; * marks the default."""
+    """The models in the store, then packaged ones assembled on first use; * marks the default,
+    MoE a Mixture-of-Experts model.
+
+    RAM is an upper-bound estimate at the configured context: the weights plus an F16 KV cache.
+    """
     assistant = assistant_from(ctx)
-    entries = assistant.models.list()
+    entries = [_described(assistant, e) for e in assistant.models.list()]
     unassembled = assistant.models.not_yet_assembled()
     default = assistant.config.default_model
+    context = assistant.config.runtime.context_length
     if as_json:
-        listed = [
-            {
+        rows = []
+        for e in entries:
+            row = {
                 "name": e.name,
                 "path": str(e.path),
                 "bundled": e.bundled,
@@ -37,10 +46,11 @@ def models_list(ctx, as_json):
                 "size": e.path.stat().st_size if e.path.is_file() else None,
                 "ready": True,
             }
-            for e in entries
-        ]
+            if e.facts is not None:
+                row.update(facts_json(e.facts, estimate_ram(e.facts, context), brief=True))
+            rows.append(row)
         # ready False: the model's package is installed, and its first use assembles the file.
-        listed += [
+        rows += [
             {
                 "name": m.name,
                 "path": None,
@@ -51,7 +61,7 @@ def models_list(ctx, as_json):
             }
             for m in unassembled
         ]
-        click.echo(json.dumps(listed))
+        click.echo(json.dumps(rows))
         return
     if not entries and not unassembled:
         click.echo("No models yet. Add one with 'lantern models add PATH'.")
@@ -61,12 +71,35 @@ def models_list(ctx, as_json):
         quant = e.summary.quantization if e.summary else ""
         source = "bundled" if e.bundled else "packaged" if e.packaged else "added"
         marker = "*" if e.name == default else " "
-        click.echo(f"{marker} {e.name:<32} {quant:<8} {size:>10}  {source}")
+        f = e.facts
+        if f is None:
+            click.echo(f"{marker} {e.name:<32} {'':<10} {'':>20} {quant:<8} {size:>10} {'':>14}  {source}")
+            continue
+        total = estimate_ram(f, context).total_bytes
+        ram = f"~{human_bytes(total)} RAM" if total is not None else "RAM unknown"
+        params = human_count(f.parameter_count)
+        if f.is_moe:
+            params += f" ({human_count(f.active_parameter_count)} act.)"
+        moe = f"  MoE {f.expert_used_count}/{f.expert_count} experts" if f.is_moe else ""
+        click.echo(
+            f"{marker} {e.name:<32} {f.architecture:<10} {params:>20} {quant:<8} {size:>10} {ram:>14}  "
+            f"{source}{moe}"
+        )
     for m in unassembled:
         marker = "*" if m.name == default else " "
         click.echo(
-            f"{marker} {m.name:<32} {'':<8} {'-':>10}  packaged: {m.description}, assembled on first use"
+            f"{marker} {m.name:<32} {'':<10} {'':>20} {'':<8} {'-':>10} {'':>14}  "
+            f"packaged: {m.description}, assembled on first use"
         )
+
+
+def _described(assistant, entry: ModelEntry) -> ModelEntry:
+    """The entry with its facts read (once, then cached); a missing or unreadable file is still
+    listed, without them."""
+    try:
+        return assistant.models.described(entry.name)
+    except LanternError:
+        return entry
 
 
 @models.command("add")
@@ -84,9 +117,12 @@ def models_add(ctx, path, name):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def models_info(ctx, name, as_json):
-    """Architecture, size, quantization, context and chat template of a model."""
+    """Architecture, parameters (active per token for MoE), size, quantization, context, chat template
+    and an estimate of RAM at the configured context (an upper bound: weights plus an F16 KV cache)."""
     assistant = assistant_from(ctx)
-    entry, summary = assistant.models.info(name)
+    entry = assistant.models.described(name)
+    summary, facts = entry.summary, entry.facts
+    ram = estimate_ram(facts, assistant.config.runtime.context_length)
     if as_json:
         data = dataclasses.asdict(summary)
         data.update(
@@ -95,6 +131,7 @@ def models_info(ctx, name, as_json):
             bundled=entry.bundled,
             chat_template_source=summary.chat_template_source,
         )
+        data.update(facts_json(facts, ram))
         click.echo(json.dumps(data))
         return
     params = summary.parameter_count
@@ -103,14 +140,19 @@ def models_info(ctx, name, as_json):
         ("file", f"{entry.path}" + (" (bundled with Lantern)" if entry.bundled else "")),
         ("architecture", summary.architecture),
         ("parameters", f"{params / 1e6:.1f}M ({params:,})"),
+        *active_rows(facts),
         ("quantization", summary.quantization),
         ("context length", f"{summary.context_length} tokens" if summary.context_length else "unknown"),
         ("file size", f"{human_bytes(summary.file_size)} ({summary.file_size:,} bytes)"),
+        ("RAM estimate", describe_ram(ram)),
         ("gguf", f"version {summary.gguf_version}, {summary.tensor_count} tensors"),
         ("chat template", summary.chat_template_source),
     ]
+    if facts.sliding_window:
+        window = f"{facts.sliding_window} tokens (not counted: the RAM estimate is an upper bound)"
+        rows.insert(-2, ("sliding window", window))
     for label, value in rows:
-        click.echo(f"{label + ':':<16} {value}")
+        click.echo(f"{label + ':':<18} {value}")
 
 
 @models.command("rm")

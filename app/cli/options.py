@@ -9,7 +9,7 @@ from app.conversations import Conversation
 from app.errors import LanternError
 
 generation_options = [
-    click.option("--model", "-m", help="Model name from 'lantern models list'."),
+    click.option("--model", "-m", help="Model name from 'lantern models list', or a path to a .gguf file."),
     click.option(
         "--twin", help="Answer as your twin (from 'lantern twin list'): its base model plus adapter."
     ),

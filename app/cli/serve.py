@@ -19,7 +19,7 @@ from app.cli.context import assistant_from
 )
 @click.option("--allow-host", multiple=True, help="Another Host header to accept (e.g. a LAN name).")
 @click.option("--cors-origin", multiple=True, help="A web origin allowed to call the API from a browser.")
-@click.option("--model", "-m", help="Model to serve (default from the config).")
+@click.option("--model", "-m", help="Model to serve: a store name or a .gguf file (default from the config).")
 @click.pass_context
 def serve(ctx, host, port, slots, allow_host, cors_origin, model):
     """Serve the OpenAI-compatible API and the web client (reach it over an SSH tunnel)."""

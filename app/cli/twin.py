@@ -303,7 +303,7 @@ def twin_eval(ctx, name, text_file, max_tokens, as_json):
     record = assistant.twins.get(name)
     if not record.trained:
         raise LanternError(f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'")
-    base = assistant.models.get(record.base_model)
+    base = assistant.models.resolve(record.base_model)
     text = _eval_text(assistant.twins.folder(name), text_file)
     settings = EvalSettings(window=512, stride=256, max_tokens=max_tokens, shrink_for_short_text=True)
     adapter = assistant.twins.adapter_path(name)

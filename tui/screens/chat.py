@@ -46,11 +46,11 @@ class ChatScreen(ConversationActions, FeedbackActions):
         Binding("ctrl+f", "search", "Search chats", show=False),
     ]
 
-    def __init__(self, assistant: Assistant) -> None:
+    def __init__(self, assistant: Assistant, model: str | None = None) -> None:
         super().__init__()
         self.assistant = assistant
         self.conversation: Conversation | None = None
-        self.model = assistant.config.default_model
+        self.model = assistant.model_key(model)  # a .gguf path becomes absolute, as `ask` saves it
         self.use_memory = assistant.config.memory.enabled
         self.answering = False
         self.model_ready = threading.Event()
