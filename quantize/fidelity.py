@@ -17,6 +17,11 @@ class Fidelity:
     top1_agreement: float  # share of positions where both pick the same next token
     max_abs_diff: float  # largest logit difference anywhere
     mean_abs_diff: float
+    # Positions where torch's best token leads its second by more than twice max_abs_diff, so that
+    # no rounding within the measured difference could change the pick; top-1 agreement among them.
+    # (Random tiny models have near-ties that float rounding alone decides.)
+    decisive_positions: int = 0
+    decisive_top1_agreement: float = 1.0
 
 
 def reference_text() -> str:
@@ -43,5 +48,14 @@ def compare_logits(torch_model: TorchModel, gguf_path: Path, positions: int = 25
     finally:
         llm.close()
     diff = np.abs(llama_logits - torch_logits)
-    agreement = float((llama_logits.argmax(axis=1) == torch_logits.argmax(axis=1)).mean())
-    return Fidelity(len(ids), agreement, float(diff.max()), float(diff.mean()))
+    same = llama_logits.argmax(axis=1) == torch_logits.argmax(axis=1)
+    top_two = np.sort(torch_logits, axis=1)[:, -2:]
+    decisive = (top_two[:, 1] - top_two[:, 0]) > 2 * diff.max()
+    return Fidelity(
+        len(ids),
+        float(same.mean()),
+        float(diff.max()),
+        float(diff.mean()),
+        int(decisive.sum()),
+        float(same[decisive].mean()) if decisive.any() else 1.0,
+    )
