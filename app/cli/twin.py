@@ -16,7 +16,7 @@ from app.model_store import check_model_name
 from app.sizes import human_bytes
 from app.twins import TwinRecord
 from quantize.twin.compile_choice import CHOICES as COMPILE_CHOICES
-from quantize.twin.training_config import DEFAULT_EPOCHS, TrainingConfig
+from quantize.twin.training_config import DEFAULT_EPOCHS, MOE_EXPERT_CHOICES, TrainingConfig
 
 
 def _say(message: str) -> None:
@@ -76,9 +76,9 @@ def _base_and_shape_options(command):
             click.option("--alpha", default=TrainingConfig.alpha, show_default=True),
             click.option(
                 "--train-layers",
-                default=TrainingConfig.train_layers,
-                show_default=True,
-                help="LoRA on the top N layers (0: all).",
+                type=int,
+                default=None,
+                help="LoRA on the top N layers (0: all; default: all but the lowest sixth, 25 of 30).",
             ),
             click.option("--seq-len", default=TrainingConfig.sequence_length, show_default=True),
             click.option("--batch-size", default=TrainingConfig.batch_size, show_default=True),
@@ -116,6 +116,13 @@ def _base_and_shape_options(command):
     show_default=True,
     help="Compile the trained layers with torch's inductor (auto: for runs long enough to repay it).",
 )
+@click.option(
+    "--moe-experts",
+    type=click.Choice(MOE_EXPERT_CHOICES),
+    default=TrainingConfig.moe_experts,
+    show_default=True,
+    help="Mixture-of-Experts bases: LoRA on no expert, the shared expert, or every expert too.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the twin's last checkpoint.")
 @click.option("--merge", is_flag=True, help="Also write a merged model, re-quantized to the base's type.")
 @click.pass_context
@@ -147,6 +154,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         seed=options["seed"],
         precision=options["precision"],
         compile=options["compile_layers"],
+        moe_experts=options["moe_experts"],
     )
     record = assistant.twins.get(name) if resume else TwinRecord(name, base, str(Path(notes).resolve()))
     assistant.twins.save(record)
@@ -182,6 +190,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         "rank": config.rank,
         "alpha": config.alpha,
         "train_layers": config.train_layers,
+        "moe_experts": config.moe_experts,
         "seq_len": config.sequence_length,
         "seed": config.seed,
         "processes": result.processes,
@@ -424,6 +433,7 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
         rank=trained["rank"],
         alpha=trained["alpha"],
         train_layers=trained["train_layers"],
+        moe_experts=trained.get("moe_experts", TrainingConfig.moe_experts),
         max_steps=1,
         seed=seed,
     )

@@ -153,9 +153,7 @@ def add_lora(model, config: TrainingConfig):
     from peft import LoraConfig, get_peft_model
 
     layers = model.config.num_hidden_layers
-    train_layers = config.train_layers or layers
-    if not 0 < train_layers <= layers:
-        raise ConversionError(f"--train-layers must be between 1 and {layers} for this model")
+    train_layers = config.layers_to_train(layers)
     window = getattr(model.config, "sliding_window", None)
     local = "sliding_attention" in (getattr(model.config, "layer_types", None) or ())
     if local and window and config.sequence_length > window:
@@ -366,11 +364,8 @@ class TwinTrainer:
             raise ConversionError(f"no checkpoint to resume from in {self.checkpoint_dir}")
         payload = torch.load(path, weights_only=False)
         saved = payload["config"]
-        mismatched = [
-            key
-            for key in ("rank", "alpha", "train_layers", "sequence_length", "batch_size", "seed")
-            if saved[key] != getattr(self.config, key)
-        ]
+        settings = ("rank", "alpha", "train_layers", "sequence_length", "batch_size", "seed", "moe_experts")
+        mismatched = [key for key in settings if key in saved and saved[key] != getattr(self.config, key)]
         if mismatched:
             raise ConversionError(
                 f"the checkpoint was made with other settings ({', '.join(mismatched)}); "

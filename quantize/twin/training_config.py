@@ -24,9 +24,10 @@ MOE_EXPERT_CHOICES = ("off", "shared", "all")
 class TrainingConfig:
     rank: int = 16
     alpha: float = 32.0
-    # LoRA on the top N layers; 0 means every layer (no caching). The top 25 of SmolLM2's 30 score
-    # about as every layer does on held-out notes (bench/RESULTS.md), and the 5 below run once.
-    train_layers: int = 25
+    # LoRA on the top N layers; 0 means every layer (no caching); None all but the lowest sixth. The
+    # top 25 of SmolLM2's 30 score about as every layer does on held-out notes (bench/RESULTS.md),
+    # and the 5 below run once.
+    train_layers: int | None = None
     sequence_length: int = 256
     # Batches of 2 beat 4 on small notes: twice the updates for the same passes (bench/RESULTS.md).
     batch_size: int = 2
@@ -47,6 +48,15 @@ class TrainingConfig:
     moe_experts: str = "shared"
     precision: str = "auto"  # "bf16": matrix products in bfloat16 (autocast); "fp32"; "auto": measured
     compile: str = "auto"  # compile the trained layers: "on", "off", "auto" (see compile_choice)
+
+    def layers_to_train(self, layers: int) -> int:
+        """How many of a model's ``layers`` (the top ones) get LoRA."""
+        if self.train_layers is None:
+            return layers - layers // 6
+        chosen = self.train_layers or layers
+        if not 0 < chosen <= layers:
+            raise ConversionError(f"--train-layers must be between 1 and {layers} for this model")
+        return chosen
 
     def __post_init__(self):
         if self.max_steps is None and self.max_minutes is None and self.max_epochs is None:
