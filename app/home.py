@@ -32,6 +32,11 @@ class DataHome:
         return self.root / "models"
 
     @property
+    def cache_dir(self) -> Path:
+        """What Lantern can rebuild from model files alone (never anything from the notes)."""
+        return self.root / "cache"
+
+    @property
     def model_registry(self) -> Path:
         return self.root / "models.json"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class ModelSource:
     name: str  # a short name for messages and default output names
     family: Family
     summary: GGUFSummary | None = None  # for GGUF sources, read and checked before anything loads
+    tokenizer_cache: Path | None = None  # where the tokenizer read from a GGUF is kept for next time
 
 
 def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
@@ -31,8 +33,9 @@ def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
     path = Path(text).expanduser()
     if path.is_dir():
         return _hf_folder(path)
+    cache = store.home.cache_dir / "tokenizers" if store is not None else None
     if path.exists() or text.endswith(".gguf") or "/" in text:
-        return gguf_source(path, path.name.removesuffix(".gguf"))
+        return dataclasses.replace(gguf_source(path, path.name.removesuffix(".gguf")), tokenizer_cache=cache)
     if store is None:
         raise ConversionError(f"{text!r} is neither a file nor a folder")
     try:
@@ -40,7 +43,7 @@ def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
         entry = store.get(text)
     except LanternError as exc:
         raise ConversionError(f"{text!r} is not a file, a folder or a model in the store: {exc}") from None
-    return gguf_source(entry.path, entry.name)
+    return dataclasses.replace(gguf_source(entry.path, entry.name), tokenizer_cache=cache)
 
 
 def gguf_source(path: Path, name: str) -> ModelSource:

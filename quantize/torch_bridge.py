@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +100,32 @@ def load_tokenizer(source: ModelSource):
     """Only the tokenizer of SRC (for counting tokens), without the weights."""
     transformers = offline_transformers()
     with _gguf_parsed_once():
-        return transformers.AutoTokenizer.from_pretrained(**_location(source))
+        return _tokenizer(transformers, source)
+
+
+def _tokenizer(transformers, source: ModelSource):
+    """transformers rebuilds a GGUF's tokenizer from its vocabulary at every load (about 25 s for
+    Gemma 3's 262k tokens); the result is kept in the data home's cache, keyed by the file."""
+    folder = _tokenizer_cache_folder(source)
+    if folder is not None and folder.is_dir():
+        with contextlib.suppress(OSError, ValueError):
+            return transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(**_location(source))
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".writing-") as scratch:
+                tokenizer.save_pretrained(scratch)
+                os.replace(scratch, folder)  # whole or absent: a reader never sees half a tokenizer
+    return tokenizer
+
+
+def _tokenizer_cache_folder(source: ModelSource):
+    if source.kind != "gguf" or source.tokenizer_cache is None:
+        return None
+    stat = source.path.stat()
+    identity = f"{source.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return source.tokenizer_cache / hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
 def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
@@ -110,7 +137,7 @@ def load_torch_model(source: ModelSource, dtype: str = "float32") -> TorchModel:
     location = _location(source)
     try:
         with _gguf_parsed_once():
-            tokenizer = transformers.AutoTokenizer.from_pretrained(**location)
+            tokenizer = _tokenizer(transformers, source)
             config = transformers.AutoConfig.from_pretrained(**location)
             carried = read_carried_metadata(source.path) if source.kind == "gguf" else None
             if carried is not None:

@@ -355,3 +355,22 @@ def test_an_interrupted_quantization_leaves_no_file(store_home, f16_export, tmp_
     process.wait(timeout=60)
     assert process.returncode != 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tokenizer_read_from_a_gguf_is_cached_and_tokenizes_the_same(tmp_path, bundled_model):
+    from app.home import DataHome
+    from app.model_store import ModelStore
+    from quantize.hf_tokenizer import PROBE_TEXT
+    from quantize.sources import resolve_source
+    from quantize.torch_bridge import load_tokenizer
+
+    store = ModelStore(DataHome.open(tmp_path / "home"))
+    source = resolve_source(str(bundled_model), store)
+    first = load_tokenizer(source)
+    cached = list((tmp_path / "home" / "cache" / "tokenizers").iterdir())
+    assert len(cached) == 1 and (cached[0] / "tokenizer.json").is_file()
+    again = load_tokenizer(source)  # from the cache now
+    for text in (PROBE_TEXT, "<|im_start|>user\nhi<|im_end|>"):
+        for special in (True, False):
+            assert again.encode(text, add_special_tokens=special) == first.encode(text, add_special_tokens=special)
+    assert (again.bos_token, again.eos_token, len(again)) == (first.bos_token, first.eos_token, len(first))
