@@ -372,5 +372,7 @@ def test_the_tokenizer_read_from_a_gguf_is_cached_and_tokenizes_the_same(tmp_pat
     again = load_tokenizer(source)  # from the cache now
     for text in (PROBE_TEXT, "<|im_start|>user\nhi<|im_end|>"):
         for special in (True, False):
-            assert again.encode(text, add_special_tokens=special) == first.encode(text, add_special_tokens=special)
+            assert again.encode(text, add_special_tokens=special) == first.encode(
+                text, add_special_tokens=special
+            )
     assert (again.bos_token, again.eos_token, len(again)) == (first.bos_token, first.eos_token, len(first))
