@@ -60,7 +60,10 @@ def _gguf_parsed_once():
     tensor-name table for every module; parsing a 49k-token vocabulary and building that table
     dominate a load (about 25 s for SmolLM2-135M). Within this block each file is parsed once and
     each table built once; the results are the same objects transformers would have built."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
     original_reader, original_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    original_progress = gguf_loading.tqdm
     readers: dict[tuple, gguf.GGUFReader] = {}
 
     def reader(path, mode="r"):
@@ -72,10 +75,12 @@ def _gguf_parsed_once():
 
     gguf.GGUFReader = reader
     gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_name_map)
+    gguf_loading.tqdm = functools.partial(original_progress, disable=True)  # its bar is not for users
     try:
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_name_map
+        gguf_loading.tqdm = original_progress
 
 
 def read_carried_metadata(path) -> tuple[CarriedField, ...]:
