@@ -71,8 +71,11 @@ def compute_importance_matrix(
 
     handles = []
     for module_name, module in model.named_modules():
+        if module_name == "lm_head":
+            continue  # its input is the decoder's output, taken below without computing the logits
         if isinstance(module, torch.nn.Linear) and (name := gguf_name(module_name)):
             handles.append(module.register_forward_pre_hook(collect(name)))
+    output_matrix = collect(gguf_name("lm_head"))
     ids: list[int] = []
     for note in notes.notes:
         ids += torch_model.tokenizer.encode(note.text + "\n\n", add_special_tokens=False)
@@ -82,7 +85,9 @@ def compute_importance_matrix(
     try:
         with torch.no_grad():
             for start in range(0, len(ids), window):
-                model(torch.tensor([ids[start : start + window]]))
+                # The decoder alone: a 262k-token vocabulary (Gemma 3) makes the logits the costliest part.
+                hidden = model.model(torch.tensor([ids[start : start + window]])).last_hidden_state
+                output_matrix(None, (hidden,))
     finally:
         for handle in handles:
             handle.remove()
