@@ -1,8 +1,7 @@
-"""Validate and describe a GGUF file with the `gguf` reader, before llama.cpp ever sees it."""
+"""Validate and describe a GGUF file from its header, before llama.cpp ever sees it."""
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,7 @@ import gguf
 
 from app.chat_template import fallback_template
 from app.errors import ModelValidationError
-
-# magic (4 bytes), version (u32), tensor count (u64), metadata count (u64)
-_HEADER = struct.Struct("<IIQQ")
+from app.gguf_header import GGUFHeader, read_gguf_header
 
 
 @dataclass(frozen=True)
@@ -37,28 +34,8 @@ class GGUFSummary:
         return f"fallback ({fallback_template(self.architecture).name})"
 
 
-def field_value(reader: gguf.GGUFReader, key: str):
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
-
-
-def _check_header(path: Path, size: int) -> None:
-    if size == 0:
-        raise ModelValidationError(f"{path} is an empty file, not a GGUF model")
-    with open(path, "rb") as f:
-        head = f.read(_HEADER.size)
-    if len(head) >= 4 and head[:4] != b"GGUF":
-        raise ModelValidationError(f"{path} is not a GGUF file (magic {head[:4]!r}, expected b'GGUF')")
-    if len(head) < _HEADER.size:
-        raise ModelValidationError(f"{path} is truncated: {size} bytes is shorter than a GGUF header")
-    _, version, _, _ = _HEADER.unpack(head)
-    if version not in gguf.READER_SUPPORTED_VERSIONS:
-        supported = ", ".join(map(str, gguf.READER_SUPPORTED_VERSIONS))
-        raise ModelValidationError(f"{path} is GGUF version {version}; Lantern reads versions {supported}")
-
-
-def _quantization(reader: gguf.GGUFReader) -> str:
-    file_type = field_value(reader, gguf.Keys.General.FILE_TYPE)
+def _quantization(header: GGUFHeader) -> str:
+    file_type = header.get(gguf.Keys.General.FILE_TYPE)
     if file_type is not None:
         try:
             return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
@@ -66,54 +43,47 @@ def _quantization(reader: gguf.GGUFReader) -> str:
             pass
     # No (known) file type recorded: name the type that holds most of the weights.
     weight = Counter()
-    for tensor in reader.tensors:
-        weight[tensor.tensor_type.name] += int(tensor.n_elements)
+    for tensor in header.tensors:
+        weight[tensor.tensor_type.name] += tensor.n_elements
     return weight.most_common(1)[0][0] if weight else "unknown"
 
 
-def open_gguf(path: Path) -> gguf.GGUFReader:
+def open_gguf(path: Path) -> GGUFHeader:
     """Open and check a GGUF file; raise ModelValidationError with a one-line reason if unusable."""
     path = Path(path)
     if not path.exists():
         raise ModelValidationError(f"{path} does not exist")
     if not path.is_file():
         raise ModelValidationError(f"{path} is not a regular file")
-    size = path.stat().st_size
-    _check_header(path, size)
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, IndexError, struct.error, OverflowError, UnicodeDecodeError) as exc:
-        raise ModelValidationError(
-            f"{path} is truncated or corrupt: the GGUF reader stopped with '{exc}'"
-        ) from None
+    header = read_gguf_header(path)
 
-    if not reader.tensors:
+    if not header.tensors:
         raise ModelValidationError(f"{path} has an empty tensor table; it holds no weights")
-    data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
-    if data_end > size:
+    data_end = max(t.data_offset + t.n_bytes for t in header.tensors)
+    if data_end > header.file_size:
         raise ModelValidationError(
-            f"{path} is truncated: its tensor table needs {data_end} bytes, the file has {size}"
+            f"{path} is truncated: its tensor table needs {data_end} bytes, the file has {header.file_size}"
         )
-    architecture = field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    architecture = header.get(gguf.Keys.General.ARCHITECTURE)
     if not isinstance(architecture, str) or not architecture:
         raise ModelValidationError(f"{path} names no architecture (general.architecture)")
-    return reader
+    return header
 
 
-def summarize_gguf(reader: gguf.GGUFReader) -> GGUFSummary:
+def summarize_gguf(header: GGUFHeader) -> GGUFSummary:
     """The summary of a file ``open_gguf`` has checked."""
-    architecture = field_value(reader, gguf.Keys.General.ARCHITECTURE)
-    context_length = field_value(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=architecture))
-    template = field_value(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    architecture = header.get(gguf.Keys.General.ARCHITECTURE)
+    context_length = header.get(gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=architecture))
+    template = header.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
     return GGUFSummary(
         architecture=architecture,
-        model_name=field_value(reader, gguf.Keys.General.NAME),
-        parameter_count=sum(int(t.n_elements) for t in reader.tensors),
-        quantization=_quantization(reader),
+        model_name=header.get(gguf.Keys.General.NAME),
+        parameter_count=sum(t.n_elements for t in header.tensors),
+        quantization=_quantization(header),
         context_length=int(context_length) if context_length is not None else None,
-        file_size=int(reader.data.shape[0]),
-        gguf_version=int(field_value(reader, "GGUF.version")),
-        tensor_count=len(reader.tensors),
+        file_size=header.file_size,
+        gguf_version=header.version,
+        tensor_count=len(header.tensors),
         chat_template=template if isinstance(template, str) and template.strip() else None,
     )
 

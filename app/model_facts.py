@@ -12,7 +12,8 @@ from pathlib import Path
 
 import gguf
 
-from app.gguf_file import GGUFSummary, field_value, open_gguf, summarize_gguf
+from app.gguf_file import GGUFSummary, open_gguf, summarize_gguf
+from app.gguf_header import GGUFHeader
 
 # The routed experts' tensors (ffn_gate_exps, ffn_up_exps, ffn_down_exps, ...): one slice per expert.
 # Shared experts (`_shexp`) are not among them: they work on every token.
@@ -83,18 +84,18 @@ def estimate_ram(facts: ModelFacts, configured_context: int) -> RamEstimate:
     return RamEstimate(context, facts.file_size, facts.kv_cache_bytes(context))
 
 
-def facts_from_reader(reader: gguf.GGUFReader) -> ModelFacts:
+def facts_from_header(header: GGUFHeader) -> ModelFacts:
     """The facts of a file ``open_gguf`` has checked."""
-    arch = field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    arch = header.get(gguf.Keys.General.ARCHITECTURE)
 
     def number(key: str) -> int | None:
-        value = field_value(reader, key.format(arch=arch))
+        value = header.get(key.format(arch=arch))
         if isinstance(value, list):  # per-layer values: the largest keeps estimates an upper bound
             value = max(value, default=None)
         return int(value) if value is not None else None
 
-    total = sum(int(t.n_elements) for t in reader.tensors)
-    experts = sum(int(t.n_elements) for t in reader.tensors if _is_expert_tensor(t.name))
+    total = sum(t.n_elements for t in header.tensors)
+    experts = sum(t.n_elements for t in header.tensors if _is_expert_tensor(t.name))
     expert_count = number(gguf.Keys.LLM.EXPERT_COUNT)
     expert_used = number(gguf.Keys.LLM.EXPERT_USED_COUNT)
     active = total
@@ -121,14 +122,14 @@ def facts_from_reader(reader: gguf.GGUFReader) -> ModelFacts:
         value_length=value_length,
         sliding_window=number(gguf.Keys.Attention.SLIDING_WINDOW),
         context_length=number(gguf.Keys.LLM.CONTEXT_LENGTH),
-        file_size=int(reader.data.shape[0]),
+        file_size=header.file_size,
     )
 
 
 def read_model(path: Path) -> tuple[GGUFSummary, ModelFacts]:
-    """Check a GGUF file and read its summary and facts in one pass (the reader is the slow part)."""
-    reader = open_gguf(path)
-    return summarize_gguf(reader), facts_from_reader(reader)
+    """Check a GGUF file and read its summary and facts from one read of its header."""
+    header = open_gguf(path)
+    return summarize_gguf(header), facts_from_header(header)
 
 
 def facts_from_dict(data: object) -> ModelFacts | None:

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import gguf
-
 from app.errors import LanternError
-from app.gguf_file import GGUFSummary, inspect_gguf
+from app.gguf_file import GGUFSummary, open_gguf, summarize_gguf
 from app.model_store import ModelStore, check_model_name
 from quantize.errors import ConversionError
 from quantize.families import Family, check_experts, family_for_arch, family_for_model_type
@@ -47,14 +45,14 @@ def resolve_source(text: str, store: ModelStore | None) -> ModelSource:
 
 
 def gguf_source(path: Path, name: str) -> ModelSource:
-    summary = inspect_gguf(path)  # refuses truncated, corrupt and empty files with a clear reason
+    header = open_gguf(path)  # refuses truncated, corrupt and empty files with a clear reason
+    summary = summarize_gguf(header)
     family = family_for_arch(summary.architecture, str(path))
     if family.moe:
-        fields = gguf.GGUFReader(path).fields
 
         def number(template: str) -> int | None:
-            field = fields.get(arch_key(template, family.arch))
-            return int(field.contents()) if field is not None else None
+            value = header.get(arch_key(template, family.arch))
+            return int(value) if value is not None else None
 
         check_experts(str(path), number(Keys.LLM.EXPERT_COUNT), number(Keys.LLM.EXPERT_USED_COUNT))
     return ModelSource("gguf", Path(path), name, family, summary)

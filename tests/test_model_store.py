@@ -6,11 +6,10 @@ import json
 import os
 import stat
 
-import gguf
-import numpy as np
 import pytest
 
 from tests.conftest import run_lantern
+from tests.gguf_fixtures import write_tiny_qwen3moe
 
 
 def _snapshot(home):
@@ -192,50 +191,9 @@ def test_info_and_list_say_what_the_bundled_model_costs_to_run(home):
     assert "llama" in line and "135M" in line and "RAM" in line and "MoE" not in line
 
 
-def _write_tiny_qwen3moe(path):
-    """A small but valid qwen3moe GGUF: 2 layers of 8 experts, 2 used per token."""
-    t = gguf.MODEL_TENSOR
-    writer = gguf.GGUFWriter(path, arch="qwen3moe")
-    writer.add_context_length(256)
-    writer.add_block_count(2)
-    writer.add_embedding_length(16)
-    writer.add_head_count(4)
-    writer.add_head_count_kv(2)
-    writer.add_key_length(8)  # qwen3 heads are wider than 16 / 4
-    writer.add_value_length(8)
-    writer.add_expert_count(8)
-    writer.add_expert_used_count(2)
-    writer.add_expert_feed_forward_length(12)
-
-    def add(kind, shape, bid=None):
-        name = gguf.TENSOR_NAMES[kind].format(bid=bid) + ".weight"
-        writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
-
-    add(t.TOKEN_EMBD, (32, 16))
-    add(t.OUTPUT_NORM, (16,))
-    add(t.OUTPUT, (32, 16))
-    for bid in range(2):
-        add(t.ATTN_NORM, (16,), bid)
-        add(t.ATTN_Q, (32, 16), bid)
-        add(t.ATTN_K, (16, 16), bid)
-        add(t.ATTN_V, (16, 16), bid)
-        add(t.ATTN_OUT, (16, 32), bid)
-        add(t.ATTN_Q_NORM, (8,), bid)
-        add(t.ATTN_K_NORM, (8,), bid)
-        add(t.FFN_NORM, (16,), bid)
-        add(t.FFN_GATE_INP, (8, 16), bid)
-        add(t.FFN_GATE_EXP, (8, 12, 16), bid)  # numpy [expert, ff, hidden]: experts last in GGUF
-        add(t.FFN_UP_EXP, (8, 12, 16), bid)
-        add(t.FFN_DOWN_EXP, (8, 16, 12), bid)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def test_a_mixture_of_experts_model_shows_its_experts_and_active_parameters(home, tmp_path):
     path = tmp_path / "tiny-moe.gguf"
-    _write_tiny_qwen3moe(path)
+    write_tiny_qwen3moe(path)
     assert run_lantern("models", "add", str(path)).returncode == 0
 
     experts = 2 * 3 * 8 * 12 * 16  # 2 layers x gate/up/down x 8 experts x 12 x 16
