@@ -3,8 +3,6 @@ and a damaged file refused in one line wherever the damage is."""
 
 from __future__ import annotations
 
-import time
-
 import gguf
 import pytest
 
@@ -42,19 +40,14 @@ def tiny_moe(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["bundled_model", "gemma_model", "tiny_moe"])
-def test_a_model_reads_as_gguf_py_reads_it_only_faster(request, model):
+def test_a_model_reads_as_gguf_py_reads_it(request, model):
+    # Without gguf-py's per-element views (12 s -> 0.04 s for Gemma 3's 262k-token vocabulary,
+    # measured by hand; timings stay out of tests), and with the same result.
     path = request.getfixturevalue(model)
-    started = time.perf_counter()
     summary, facts = read_model(path)
-    fast = time.perf_counter() - started
-    started = time.perf_counter()
     reference = _header_from_gguf_py(path)
-    full = time.perf_counter() - started
-
     assert open_gguf(path) == reference
     assert (summary, facts) == (summarize_gguf(reference), facts_from_header(reference))
-    if model != "tiny_moe":  # a real vocabulary: where the full reader spends its seconds
-        assert fast < full / 5, (fast, full)
 
 
 def test_a_damaged_model_is_refused_in_one_line_wherever_the_damage_is(bundled_model, tmp_path):
