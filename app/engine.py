@@ -22,6 +22,7 @@ import numpy as np
 from app.chat_template import ChatMessage, ChatTemplate, fallback_template, validate_messages
 from app.context_budget import PromptPlan, fit_to_context
 from app.errors import LanternError
+from app.llama_log import quiet_llama_cpp
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class Engine:
         adapter = {}
         if self.lora_path is not None:
             adapter = {"lora_path": str(self.lora_path), "lora_scale": self.lora_scale}
+        quiet_llama_cpp()
         try:
             return llama_cpp.Llama(
                 model_path=str(self.model_path),
