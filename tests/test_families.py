@@ -90,8 +90,15 @@ def small_tokenizer(tmp_path_factory) -> Path:
         eos_token="<|im_end|>",
         unk_token="<|endoftext|>",
         pad_token="<|endoftext|>",
+        chat_template=CHATML,
     ).save_pretrained(folder)
     return folder
+
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -372,3 +379,40 @@ def _rewrite_gguf(source: Path, target: Path, changes: dict) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def test_preference_tuning_moves_every_expert_of_an_moe_twin(converted_moe_folder, tmp_path):
+    import torch
+
+    from quantize.gguf_export import export_gguf
+    from quantize.sources import resolve_source
+    from quantize.torch_bridge import load_torch_model
+    from quantize.twin.adapter_export import export_lora_gguf
+    from quantize.twin.dpo import DpoSettings, tune_preferences
+    from quantize.twin.preferences import DpoPair
+    from quantize.twin.trainer import add_lora
+    from quantize.twin.training_config import TrainingConfig
+
+    torch_model = load_torch_model(resolve_source(str(converted_moe_folder), None))
+    base = tmp_path / "moe.gguf"
+    export_gguf(torch_model, base, "F32")
+    config = TrainingConfig(rank=4, alpha=8, train_layers=2, max_steps=1, moe_experts="all")
+    peft_model, _ = add_lora(torch_model.model, config)
+    before = {name: p.detach().clone() for name, p in peft_model.named_parameters() if p.requires_grad}
+    pairs = [
+        DpoPair([{"role": "user", "content": "What is a class?"}], "A template for objects.", "No idea."),
+        DpoPair([{"role": "user", "content": "What does while do?"}], "It repeats a block.", "Nothing."),
+    ]
+    report = tune_preferences(peft_model, torch_model.tokenizer, pairs, DpoSettings(steps=2, max_length=256))
+    assert report.steps == 2
+    moved = {
+        name
+        for name, p in peft_model.named_parameters()
+        if name in before and not torch.equal(p, before[name])
+    }
+    assert any("mlp.experts" in name for name in moved) and any("self_attn" in name for name in moved)
+    assert not any("mlp.gate." in name for name in moved)  # the router stays frozen
+    adapter = tmp_path / "tuned.gguf"
+    export_lora_gguf(peft_model, adapter, "tuned")
+    with_adapter = _llama_logits(base, [5, 6, 7, 8], adapter)
+    assert np.isfinite(with_adapter).all()
