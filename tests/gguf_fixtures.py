@@ -45,3 +45,27 @@ def write_tiny_qwen3moe(path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def write_one_tensor_gguf(path, arch: str) -> None:
+    """A GGUF of architecture ``arch`` with one tensor: enough for a reader to name the family."""
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def llama_cpp_logits(model, ids: list[int], adapter=None, scale: float = 1.0) -> np.ndarray:
+    """llama.cpp's logits for every position of ``ids``, with a LoRA adapter at ``scale`` if given."""
+    import llama_cpp
+
+    extra = {"lora_path": str(adapter), "lora_scale": scale} if adapter else {}
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, logits_all=True, verbose=False, **extra)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()

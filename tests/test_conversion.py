@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import LANTERN
 from tests.conftest import lantern_at as lantern
+from tests.gguf_fixtures import write_one_tensor_gguf
 
 PROMPTS = [
     "What is the capital of France?",
@@ -256,16 +257,6 @@ def test_eval_ppl_and_compare(store_home, bundled_model, tmp_path):
     assert f"top-1 agreement {coarse['top1_agreement']:.2%} over 383 positions" in table.stdout
 
 
-def _tiny_gguf(path: Path, arch: str) -> None:
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def test_bad_inputs_get_clear_errors_and_leave_nothing(store_home, bundled_model, f16_export, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -277,7 +268,7 @@ def test_bad_inputs_get_clear_errors_and_leave_nothing(store_home, bundled_model
     )
 
     gpt2 = tmp_path / "tiny-gpt2.gguf"
-    _tiny_gguf(gpt2, "gpt2")
+    write_one_tensor_gguf(gpt2, "gpt2")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(bundled_model.read_bytes()[: bundled_model.stat().st_size - 1_000_000])
     folder = tmp_path / "not-llama"

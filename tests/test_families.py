@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import lantern_at as lantern
+from tests.gguf_fixtures import llama_cpp_logits, write_one_tensor_gguf
 
 TINY = dict(
     hidden_size=64,
@@ -222,18 +223,6 @@ def test_q8_0_with_an_importance_matrix_from_notes_loads_and_generates(converted
     assert text
 
 
-def _llama_logits(model: Path, ids: list[int], adapter: Path | None) -> np.ndarray:
-    import llama_cpp
-
-    extra = {"lora_path": str(adapter), "lora_scale": 1.0} if adapter else {}
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, logits_all=True, verbose=False, **extra)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)])
-    finally:
-        llm.close()
-
-
 def test_a_twin_adapter_moves_llama_cpp_as_it_moves_torch(converted, tmp_path):
     import torch
 
@@ -275,8 +264,8 @@ def test_a_twin_adapter_moves_llama_cpp_as_it_moves_torch(converted, tmp_path):
     assert not any("ffn_gate_inp" in name for name in names)  # the router stays frozen
     with torch.no_grad():
         twin = peft_model(input_ids=probe).logits[0].numpy()
-    llama_base = _llama_logits(converted.gguf, probe[0].tolist(), None)
-    llama_twin = _llama_logits(converted.gguf, probe[0].tolist(), adapter)
+    llama_base = llama_cpp_logits(converted.gguf, probe[0].tolist(), None)
+    llama_twin = llama_cpp_logits(converted.gguf, probe[0].tolist(), adapter)
     torch_change, llama_change = twin - base, llama_twin - llama_base
     assert np.abs(torch_change).mean() > 0.05
     assert np.corrcoef(torch_change.ravel(), llama_change.ravel())[0, 1] > 0.999
@@ -319,13 +308,7 @@ def test_bad_models_get_one_clear_line_and_leave_nothing(converted_moe_folder, f
     vision.mkdir()
     (vision / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
     mamba = tmp_path / "mamba.gguf"
-    writer = gguf.GGUFWriter(mamba, "mamba")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_one_tensor_gguf(mamba, "mamba")
     moe_gguf = out_dir.parent / "moe.gguf"
     assert lantern(family_home, "convert", str(folder), "--type", "F32", "-o", str(moe_gguf)).returncode == 0
     bad_gguf = tmp_path / "eight-of-four.gguf"
@@ -414,5 +397,5 @@ def test_preference_tuning_moves_every_expert_of_an_moe_twin(converted_moe_folde
     assert not any("mlp.gate." in name for name in moved)  # the router stays frozen
     adapter = tmp_path / "tuned.gguf"
     export_lora_gguf(peft_model, adapter, "tuned")
-    with_adapter = _llama_logits(base, [5, 6, 7, 8], adapter)
+    with_adapter = llama_cpp_logits(base, [5, 6, 7, 8], adapter)
     assert np.isfinite(with_adapter).all()

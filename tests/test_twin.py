@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import LANTERN
 from tests.conftest import lantern_at as lantern
+from tests.gguf_fixtures import llama_cpp_logits, write_one_tensor_gguf
 
 TOPICS = [
     "assert",
@@ -329,18 +330,6 @@ def test_a_few_training_steps_lower_the_loss(trained):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
 
 
-def _llama_logits(model: Path, ids: list[int], adapter: Path | None, scale: float) -> np.ndarray:
-    import llama_cpp
-
-    extra = {"lora_path": str(adapter), "lora_scale": scale} if adapter else {}
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, logits_all=True, verbose=False, **extra)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)])
-    finally:
-        llm.close()
-
-
 def test_the_adapter_loads_in_llama_cpp_and_scales(trained, bundled_model):
     reader = gguf.GGUFReader(trained["adapter"])
     assert reader.get_field("general.type").contents() == "adapter"
@@ -348,10 +337,10 @@ def test_the_adapter_loads_in_llama_cpp_and_scales(trained, bundled_model):
     assert len(reader.tensors) == 2 * trained["adapted"] == 2 * 4 * 7  # A and B, 4 layers x 7 matrices
 
     ids = trained["ids"]
-    base = _llama_logits(bundled_model, ids, None, 1.0)
+    base = llama_cpp_logits(bundled_model, ids, None, 1.0)
     changes = {}
     for scale in (1.0, 0.5):
-        change = _llama_logits(bundled_model, ids, trained["adapter"], scale) - base
+        change = llama_cpp_logits(bundled_model, ids, trained["adapter"], scale) - base
         # The torch twin with its LoRA scaled the same way moves the logits the same way.
         torch_change = trained["twin_logits"][scale] - trained["base_logits"]
         assert np.corrcoef(torch_change.ravel(), change.ravel())[0, 1] > 0.9, scale
@@ -493,13 +482,7 @@ def test_bad_inputs_get_clear_errors(twin_home, tmp_path):
     (binary / "photo.jpg").write_bytes(bytes(range(256)) * 4)
     (binary / "notes.txt").write_bytes(b"\x00\x01\x02 binary pretending to be text")
     gpt2 = tmp_path / "gpt2.gguf"
-    writer = gguf.GGUFWriter(gpt2, "gpt2")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_one_tensor_gguf(gpt2, "gpt2")
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "a.md").write_text("# a\n\n" + topics["assert"])
