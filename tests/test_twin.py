@@ -585,3 +585,24 @@ def test_the_trainer_runs_unchanged_under_torchrun(notes, tmp_path):
     record = json.loads((home / "twins" / "pair" / "twin.json").read_text())
     assert record["trained"] and record["training"]["processes"] == 2
     assert (home / "twins" / "pair" / "adapter.gguf").is_file()
+
+
+def test_a_base_model_without_a_chat_template_trains_its_chat_samples_in_the_turns_lantern_chats_in():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from quantize.twin.dataset import TwinSample, render_sample
+
+    sample = TwinSample("chat", "note.md", "The answer.", "A question?")
+    for special, expected in (
+        (
+            ["<start_of_turn>", "<end_of_turn>"],
+            "<start_of_turn>user\nA question?<end_of_turn>\n<start_of_turn>model\n",
+        ),
+        (["<|im_start|>", "<|im_end|>"], "<|im_start|>user\nA question?<|im_end|>\n<|im_start|>assistant\n"),
+    ):
+        bare = Tokenizer(models.WordLevel({"<unk>": 0, "<bos>": 1}, unk_token="<unk>"))
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=bare, unk_token="<unk>", bos_token="<bos>")
+        tokenizer.add_special_tokens({"additional_special_tokens": special})
+        assert tokenizer.chat_template is None
+        assert expected in render_sample(sample, tokenizer)

@@ -198,13 +198,22 @@ def build_dataset(notes_root: Path, seed: int = 0, heldout_fraction: float = 0.1
 
 
 def render_sample(sample: TwinSample, tokenizer) -> str:
-    """A sample as the text the model trains on: chat samples through the model's chat template."""
+    """A sample as the text the model trains on: chat samples through the model's chat template,
+    or, for a base model that ships none (Gemma 3 270M), the turns Lantern chats with it in."""
     if sample.kind == "text":
         return sample.text
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": sample.text}],
         tokenize=False,
+        chat_template=None if tokenizer.chat_template else _fallback_template(tokenizer),
     )
+
+
+def _fallback_template(tokenizer) -> str:
+    from app.chat_template import fallback_template
+
+    turn = tokenizer.convert_tokens_to_ids("<start_of_turn>")
+    return fallback_template("", turn is not None and turn != tokenizer.unk_token_id).source
 
 
 def pack(samples: tuple[TwinSample, ...], tokenizer, sequence_length: int) -> list[list[int]]:
