@@ -8,12 +8,13 @@ as the gemma3-270m package ships it), and on a tiny random Qwen3-MoE. Side by si
    importance matrix from notes (Python's pydoc topics): perplexity, KL and top-1 agreement vs
    the F32 export on a different text (the GNU GPL v3), every model on the same windows.
 3. The twin on Gemma is bench_twin.py's: `bench/bench_twin.py --base GEMMA.gguf`.
-4. A tiny Qwen3-MoE (random weights, SmolLM2's tokenizer): training tokens/s of a twin step with
-   the experts frozen (--moe-experts off; "shared" is the same on Qwen3-MoE, which has no shared
-   expert) vs LoRA on every expert ("all"), the choices taking turns, the same steps each; then
-   held-out perplexity after those equal steps, on notes no setting was chosen on (100 man pages).
-   With --moe-families qwen3moe,qwen2moe a tiny Qwen2-MoE, whose shared expert makes the three
-   choices differ, is measured the same way.
+4. A tiny Qwen3-MoE (random weights, width 256, a 4,096-token BPE trained here on the pydoc
+   topics, so that the experts, not a 49k-wide output layer, are most of a step as in a real MoE):
+   training tokens/s of a twin step with the experts frozen (--moe-experts off; "shared" is the
+   same on Qwen3-MoE, which has no shared expert) vs LoRA on every expert ("all"), the choices
+   taking turns, the same steps each; then held-out perplexity after those equal steps, on notes
+   no setting was chosen on (100 man pages). With --moe-families qwen3moe,qwen2moe a tiny
+   Qwen2-MoE, whose shared expert makes the three choices differ, is measured the same way.
 
 Run: .venv/bin/python bench/bench_families.py [--max-tokens 4096] [--moe-steps 40]
 """
@@ -35,7 +36,6 @@ import torch  # noqa: E402
 from bench_twin import write_pydoc_notes  # noqa: E402
 from man_notes import write_man_notes  # noqa: E402
 
-from app.bundled import bundled_model_path  # noqa: E402
 from quantize.evaluation import EvalSettings, compare_against  # noqa: E402
 from quantize.fidelity import compare_logits, reference_text  # noqa: E402
 from quantize.gguf_export import export_gguf  # noqa: E402
@@ -45,7 +45,7 @@ from quantize.notes_text import read_notes  # noqa: E402
 from quantize.quant_types import quant_type  # noqa: E402
 from quantize.quantizer import quantize_gguf  # noqa: E402
 from quantize.sources import gguf_source  # noqa: E402
-from quantize.torch_bridge import load_tokenizer, load_torch_model  # noqa: E402
+from quantize.torch_bridge import load_torch_model  # noqa: E402
 from quantize.twin.dataset import build_dataset, heldout_text, pack  # noqa: E402
 from quantize.twin.evaluate import torch_perplexity  # noqa: E402
 from quantize.twin.trainer import TwinTrainer, add_lora  # noqa: E402
@@ -95,14 +95,40 @@ def fidelity_rows(torch_model, files: list[tuple[str, Path]]) -> list[tuple[str,
 # --- 4. the MoE twin -------------------------------------------------------------------------
 
 
+def small_tokenizer(folder: Path, vocab: int = 4096):
+    """A byte-level BPE trained on the pydoc topics (not the man pages the MoE twins train on)."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(list(topics.values()), trainer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    ).save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def tiny_moe(family: str, tokenizer):
-    """A random Mixture-of-Experts model of ``family``: 4 layers of width 128, 8 experts, 2 used."""
+    """A random Mixture-of-Experts model of ``family``: 4 layers of width 256, 8 experts, 2 used."""
     import transformers
 
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=256,
+        intermediate_size=512,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -110,14 +136,14 @@ def tiny_moe(family: str, tokenizer):
         tie_word_embeddings=False,
         num_experts=8,
         num_experts_per_tok=2,
-        moe_intermediate_size=128,
+        moe_intermediate_size=256,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     config = {
-        "qwen3moe": lambda: transformers.Qwen3MoeConfig(**common, head_dim=32, norm_topk_prob=True),
-        "qwen2moe": lambda: transformers.Qwen2MoeConfig(**common, shared_expert_intermediate_size=256),
+        "qwen3moe": lambda: transformers.Qwen3MoeConfig(**common, head_dim=64, norm_topk_prob=True),
+        "qwen2moe": lambda: transformers.Qwen2MoeConfig(**common, shared_expert_intermediate_size=512),
     }[family]()
     torch.manual_seed(0)  # the same base weights for every choice
     return transformers.AutoModelForCausalLM.from_config(config).eval()
@@ -235,7 +261,7 @@ def gemma(scratch: Path, max_tokens: int) -> None:
 
 
 def moe(scratch: Path, args) -> None:
-    tokenizer = load_tokenizer(gguf_source(bundled_model_path(), "smollm2"))
+    tokenizer = small_tokenizer(scratch / "tokenizer")
     notes = scratch / "man-notes"
     write_man_notes(notes, pages=100)  # more than the steps read
     dataset = build_dataset(notes)
