@@ -16,7 +16,9 @@ Measured side by side in one run:
 3. Training tokens/s as the speed-ups are added one by one, a few steps each, and one layer's
    attention as transformers runs it (SDPA) and as the twin's compiled layers run it.
 
-Run: .venv/bin/python bench/bench_twin.py [--minutes 10] [--corpus pydoc|man]
+Run: .venv/bin/python bench/bench_twin.py [--minutes 10] [--corpus pydoc|man] [--base GGUF]
+     (--base: another base model, e.g. Gemma 3 270M; default the bundled SmolLM2-135M;
+      --no-warm-build skips 1b, --speedup-steps 0 skips 3.)
      .venv/bin/python bench/bench_twin.py --speedups-only --speedup-steps 12   (3. alone)
 """
 
@@ -78,9 +80,15 @@ class PlainPeftTrainer(TwinTrainer):
         return self.model(input_ids=ids, labels=ids).loss
 
 
-def fresh_trainer(dataset, config: TrainingConfig, checkpoint_dir: Path, trainer_class=TwinTrainer):
+def fresh_trainer(
+    dataset,
+    config: TrainingConfig,
+    checkpoint_dir: Path,
+    trainer_class=TwinTrainer,
+    base_path: Path | None = None,
+):
     """A fresh base with LoRA, ready to train on ``dataset`` by ``config``: (torch model, trainer)."""
-    torch_model = load_torch_model(gguf_source(bundled_model_path(), "base"))
+    torch_model = load_torch_model(gguf_source(base_path or bundled_model_path(), "base"))
     sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
     model, cut = add_lora(torch_model.model, config)
     return torch_model, trainer_class(model, cut, sequences, config, checkpoint_dir)
@@ -116,7 +124,9 @@ def train_plain(dataset, base_path: Path, minutes: float, text: str, checkpoint_
     return PlainRun(seconds, state, len(sequences), heldout, whole)
 
 
-def speedups(notes: Path, steps: int, rounds: int = 6) -> list[tuple[str, float]]:
+def speedups(
+    notes: Path, steps: int, rounds: int = 6, base_path: Path | None = None
+) -> list[tuple[str, float]]:
     """Training tokens/s as the speed-ups are added one by one. The configurations take turns, a
     few steps each, so that this machine's drift over minutes falls on all of them alike; each
     one's rate comes from its median step."""
@@ -144,7 +154,9 @@ def speedups(notes: Path, steps: int, rounds: int = 6) -> list[tuple[str, float]
         config = lantern_config(
             None, max_steps=steps + 2, train_layers=layers, precision=precision, compile=compiled
         )
-        _, trainer = fresh_trainer(dataset, config, notes.parent / f"speedups-{len(trainers)}", trainer_class)
+        _, trainer = fresh_trainer(
+            dataset, config, notes.parent / f"speedups-{len(trainers)}", trainer_class, base_path
+        )
         trainer.model.train()
         for _ in range(2):  # warm-up: the allocator, the kernels, and the compiler
             trainer.step()
@@ -208,6 +220,10 @@ def main() -> None:
     parser.add_argument("--speedup-steps", type=int, default=12)
     parser.add_argument("--corpus", choices=("pydoc", "man"), default="pydoc")
     parser.add_argument("--speedups-only", action="store_true", help="Only the speed-ups table.")
+    parser.add_argument("--base", type=Path, help="A base GGUF other than the bundled SmolLM2-135M.")
+    parser.add_argument(
+        "--no-warm-build", action="store_true", help="Skip the second build after make's warm-up (1b)."
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     # A fresh compile cache: Lantern's build pays the compiler as on a machine's first twin.
@@ -215,14 +231,15 @@ def main() -> None:
     if args.speedups_only:
         with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
             write_pydoc_notes(Path(scratch) / "notes")
-            rows = speedups(Path(scratch) / "notes", args.speedup_steps)
+            rows = speedups(Path(scratch) / "notes", args.speedup_steps, base_path=args.base)
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; notes: pydoc"
         )
         print_speedups(rows, args.speedup_steps)
         print_attention(attention_timings())
         return
-    base_path = bundled_model_path()
+    base_path = args.base or bundled_model_path()
+    base_name = base_path.name if args.base else "SmolLM2-135M"
     with tempfile.TemporaryDirectory(prefix="lantern-bench-twin-") as scratch:
         scratch = Path(scratch)
         notes = scratch / "notes"
@@ -261,15 +278,19 @@ def main() -> None:
         # 1b. The same build as a user's first after `make`: a new, empty compile cache that
         # `lantern twin warm-up` fills (its own process, as make runs it). This process's memory
         # of the compiled layers is dropped first, so that it compiles as a new process would.
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lantern-bench-inductor-")
-        warm_up_seconds = run_install_warm_up(scratch / "home")
-        torch._dynamo.reset()
-        started = time.perf_counter()
-        warm = build_twin(notes, gguf_source(base_path, "base"), scratch / "twin-warm", "bench-warm", config)
-        warm_seconds = time.perf_counter() - started
-        warm_torch = torch_perplexity(warm.peft_model, tokenizer, text, EVAL)[0]
-        warm_state = warm.result.state
-        del warm
+        warm_state = None
+        if not args.no_warm_build:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lantern-bench-inductor-")
+            warm_up_seconds = run_install_warm_up(scratch / "home", args.base)
+            torch._dynamo.reset()
+            started = time.perf_counter()
+            warm = build_twin(
+                notes, gguf_source(base_path, "base"), scratch / "twin-warm", "bench-warm", config
+            )
+            warm_seconds = time.perf_counter() - started
+            warm_torch = torch_perplexity(warm.peft_model, tokenizer, text, EVAL)[0]
+            warm_state = warm.result.state
+            del warm
 
         # 2. Plain transformers + peft, every layer, fp32: in the same budget, and in the time
         # Lantern's training took (equal wall time, with its schedule fitted to that time).
@@ -278,7 +299,7 @@ def main() -> None:
             dataset, base_path, result.state.elapsed_seconds / 60, text, scratch / "plain-equal"
         )
 
-        rows = speedups(notes, args.speedup_steps)
+        rows = speedups(notes, args.speedup_steps, base_path=base_path) if args.speedup_steps else []
 
     counts = dataset.counts()
     print(
@@ -293,7 +314,7 @@ def main() -> None:
         f"whole held-out split ({whole_tokens:,} tokens) | reduction |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| base SmolLM2-135M | - | - | - | - | {base_torch:.3f} | - | {base_whole:.3f} | - |")
+    print(f"| base {base_name} | - | - | - | - | {base_torch:.3f} | - | {base_whole:.3f} | - |")
     lantern_epochs = result.state.tokens_seen / epoch_tokens
     print(
         f"| Lantern twin, first build, empty compile cache | {build_seconds:.0f} | {result.state.step} | "
@@ -301,11 +322,12 @@ def main() -> None:
         f"{result.tokens_per_second:.0f} | {twin_torch:.3f} | {1 - twin_torch / base_torch:.1%} | "
         f"{twin_whole:.3f} | {1 - twin_whole / base_whole:.1%} |"
     )
-    print(
-        f"| Lantern twin, first build after make's warm-up | {warm_seconds:.0f} | {warm_state.step} | "
-        f"{warm_state.tokens_seen / epoch_tokens:.2f} | {warm_state.tokens_per_second:.0f} | "
-        f"{warm_torch:.3f} | {1 - warm_torch / base_torch:.1%} | - | - |"
-    )
+    if warm_state:
+        print(
+            f"| Lantern twin, first build after make's warm-up | {warm_seconds:.0f} | {warm_state.step} | "
+            f"{warm_state.tokens_seen / epoch_tokens:.2f} | {warm_state.tokens_per_second:.0f} | "
+            f"{warm_torch:.3f} | {1 - warm_torch / base_torch:.1%} | - | - |"
+        )
     for label, run in (
         ("plain transformers+peft", plain),
         ("plain, for Lantern's training time", plain_equal),
@@ -323,17 +345,18 @@ def main() -> None:
         f"bf16 products: {result.bf16}"
     )
     print(f"Train tokens/s, Lantern / plain: {result.tokens_per_second / plain_rate:.2f} (target >= 2)")
-    print(
-        f"First build after make's warm-up ({warm_up_seconds:.0f} s at install; first step "
-        f"{warm_state.step_seconds[0]:.1f} s): {warm_state.tokens_per_second / plain_rate:.2f}x plain"
-    )
+    if warm_state:
+        print(
+            f"First build after make's warm-up ({warm_up_seconds:.0f} s at install; first step "
+            f"{warm_state.step_seconds[0]:.1f} s): {warm_state.tokens_per_second / plain_rate:.2f}x plain"
+        )
     lantern_after = result.state.tokens_per_second_after_first_step
     plain_after = plain.state.tokens_per_second_after_first_step
     print(
         f"After the first step (the compiler's, and each side's warm-up): Lantern {lantern_after:.0f}, "
         f"plain {plain_after:.0f} tokens/s, {lantern_after / plain_after:.2f}x"
     )
-    print("\n## Through llama.cpp (bundled Q4_1 base)")
+    print(f"\n## Through llama.cpp ({base_path.name} as the base)")
     print("| model | held-out ppl | vs torch twin |")
     print("|---|---|---|")
     print(f"| base | {base_llama:.3f} | - |")
@@ -346,15 +369,17 @@ def main() -> None:
         f"| merged twin, re-quantized to Q4_1 | {merged_llama:.3f} | {merged_llama / twin_torch - 1:+.2%} |"
     )
     print(f"reduction through llama.cpp with the adapter: {1 - twin_llama / base_llama:.1%} (target >= 35%)")
-    print_speedups(rows, args.speedup_steps)
-    print_attention(attention_timings())
+    if rows:
+        print_speedups(rows, args.speedup_steps)
+        print_attention(attention_timings())
 
 
-def run_install_warm_up(home: Path) -> float:
+def run_install_warm_up(home: Path, base: Path | None = None) -> float:
     """`lantern twin warm-up` as make runs it at install, into $TORCHINDUCTOR_CACHE_DIR; its seconds."""
     started = time.perf_counter()
     subprocess.run(
-        [str(Path(sys.executable).with_name("lantern")), "twin", "warm-up"],
+        [str(Path(sys.executable).with_name("lantern")), "twin", "warm-up"]
+        + (["--base", str(base)] if base else []),
         env={**os.environ, "LANTERN_HOME": str(home)},
         check=True,
     )
