@@ -129,11 +129,15 @@ def _base_and_shape_options(command):
 def twin_build(ctx, notes, name, base, resume, merge, **options):
     """Fine-tune a twin on NOTES (LoRA); Ctrl+C saves a checkpoint, --resume continues it."""
     from quantize.sources import resolve_source
+    from quantize.twin import distributed
     from quantize.twin.builder import build_twin
 
     assistant = assistant_from(ctx)
     check_model_name(name)
-    if not resume and assistant.twins.exists(name):
+    # Under torchrun every process runs this command; the first one owns the twin's record (the
+    # others would otherwise find the record it has just written and refuse).
+    owner = distributed.from_environment().is_main
+    if owner and not resume and assistant.twins.exists(name):
         raise LanternError(f"a twin named {name!r} exists; continue it with --resume or remove it first")
     if any(e.name == name for e in assistant.models.list()):
         raise LanternError(f"{name!r} is a model's name in the store; choose another twin name")
@@ -157,7 +161,8 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         moe_experts=options["moe_experts"],
     )
     record = assistant.twins.get(name) if resume else TwinRecord(name, base, str(Path(notes).resolve()))
-    assistant.twins.save(record)
+    if owner:
+        assistant.twins.save(record)
     bar = _ProgressBar(config)
     try:
         build = build_twin(
@@ -165,7 +170,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         )
     except LanternError:
         bar.close()
-        if not resume:
+        if owner and not resume:
             assistant.twins.remove(name)  # nothing was trained: leave no half-made twin behind
         raise
     except KeyboardInterrupt:
