@@ -17,7 +17,7 @@ ifeq ($(shell uname -m),x86_64)
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 endif
 
-.PHONY: run test test-slow install system-deps bench lint clean
+.PHONY: run test install system-deps bench lint clean
 
 run: install
 	$(VENV)/bin/lantern
@@ -25,10 +25,6 @@ run: install
 test: install system-deps
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
-
-# The tests too long for the suite's 20 minutes: Gemma 3 270M through the whole pipeline.
-test-slow: install system-deps
-	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -1,9 +1,7 @@
 """The second real model, Gemma 3 270M, through the whole pipeline as a user runs it: converted to
 F16 with its logits checked against llama.cpp, quantized with an importance matrix from notes and
-compared, chatted with, and made into a twin that llama.cpp runs with its adapter.
-
-Marked slow: Gemma's 262k-token vocabulary makes each step take minutes on two cores, more than
-the suite's 20 minutes allow. `make test-slow` runs them.
+compared, chatted with, and made into a twin that llama.cpp runs with its adapter (about three
+minutes on two cores).
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from pydoc_data.topics import topics
 import pytest
 
 from tests.conftest import lantern_at as lantern
-
-pytestmark = pytest.mark.slow
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
 
