@@ -2,7 +2,7 @@
 
 llama.cpp names each pair after the base tensor (blk.3.attn_q.weight.lora_a / .lora_b), stores A
 as (rank, in) and B as (out, rank) in numpy order, and scales B·A by alpha / rank, as peft does.
-Rows are laid out like the base weights (family_tensors: llama's Q/K order). LoRA on a Mixture-of-
+B's rows are laid out like the base weights (family_tensors: llama's Q/K order). LoRA on a Mixture-of-
 Experts layer's stacked experts becomes one A and one B per expert, stacked like the experts
 (experts, rank, in) and (experts, out, rank); the fused gate/up experts give two pairs that share A.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from quantize.errors import ConversionError
 from quantize.families import Family, family_for_model_type
-from quantize.family_tensors import gguf_name, to_llama_cpp_rows
+from quantize.family_tensors import gguf_name, to_llama_cpp_layout
 from quantize.gguf_names import (
     ADAPTER_KIND,
     ADAPTER_LORA_ALPHA,
@@ -86,12 +86,8 @@ def _module_pairs(peft_model, family: Family, config) -> Iterator[tuple[str, np.
         base_name = gguf_name(family, names, module + ".weight")
         if base_name is None or set(pair) != {"A", "B"}:
             raise ConversionError(f"cannot place the adapter of {module!r} in a llama.cpp adapter")
-        b = pair["B"]
-        if family.permuted_qk_rows and base_name.endswith("attn_q.weight"):
-            b = to_llama_cpp_rows(b, config.num_attention_heads)
-        elif family.permuted_qk_rows and base_name.endswith("attn_k.weight"):
-            b = to_llama_cpp_rows(b, config.num_key_value_heads)
-        yield base_name, pair["A"], b
+        # B's rows are the adapted matrix's output rows: laid out as the base tensor's are.
+        yield base_name, pair["A"], to_llama_cpp_layout(family, config, base_name, pair["B"])
 
 
 def export_lora_gguf(peft_model, out: Path, name: str, dtype: str = "F32") -> int:
