@@ -13,6 +13,7 @@ from app.cli.conversations import conversations
 from app.cli.convert import convert, eval_group, quantize
 from app.cli.memory import memory
 from app.cli.models import models
+from app.cli.moe import moe
 from app.cli.serve import devices, pair, serve
 from app.cli.tunnel import tunnel
 from app.cli.twin import twin
@@ -54,7 +55,7 @@ def cli(ctx: click.Context, model: str | None) -> None:
         run_tui(assistant, model=model)
 
 
-for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin):
+for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin, moe):
     cli.add_command(command)
 for command in (serve, pair, devices, tunnel):
     cli.add_command(command)

@@ -1,0 +1,10 @@
+"""`lantern moe ...`: fit a Mixture-of-Experts model to a small machine and to the user's notes."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def moe() -> None:
+    """Routing report, expert pruning and dense -> MoE splitting."""

@@ -1,0 +1,1 @@
+"""Mixture-of-Experts for small machines: the routing report, expert pruning and dense -> MoE."""
