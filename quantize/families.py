@@ -42,12 +42,19 @@ FAMILIES = (
     Family("phi3", "phi3", "Phi-3, Phi-4-mini"),
     Family("qwen2moe", "qwen2_moe", "Qwen1.5-MoE, Qwen2-MoE", moe=True),
     Family("qwen3moe", "qwen3_moe", "Qwen3-30B-A3B and other Qwen3 MoE", moe=True),
+    # Mixtral is llama.cpp's llama architecture with experts; a file says so only by its expert keys.
+    # It comes after the dense llama so that `family_for_arch("llama")` names the dense family;
+    # torch models (`lantern moe split` builds one) reach it by model type.
+    Family("llama", "mixtral", "Mixtral, Lantern's dense -> MoE splits", permuted_qk_rows=True, moe=True),
 )
-SUPPORTED_ARCHITECTURES = tuple(family.arch for family in FAMILIES)
+SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(family.arch for family in FAMILIES))
 
 
 def supported_list() -> str:
-    return ", ".join(f"{family.arch} ({family.examples})" for family in FAMILIES)
+    # Mixtral's GGUF files are llama files, which transformers cannot read back: not listed as a source.
+    return ", ".join(
+        f"{family.arch} ({family.examples})" for family in FAMILIES if family.hf_model_type != "mixtral"
+    )
 
 
 def family_for_arch(arch: str, where: str) -> Family:

@@ -48,18 +48,23 @@ def gemma3_layer_types(layers: int) -> list[str]:
     ]
 
 
+def expert_count(config) -> int | None:
+    """Experts per layer: Mixtral's config calls them local experts, the Qwen MoE ones experts."""
+    return getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+
+
 def check_llama_cpp_agrees(family: Family, config, where: str) -> None:
     """Refuse settings that llama.cpp's implementation of the family does not follow."""
     rope_theta(config)
     if family.moe:
-        experts, used = getattr(config, "num_experts", None), getattr(config, "num_experts_per_tok", None)
-        check_experts(where, experts, used)
+        check_experts(where, expert_count(config), getattr(config, "num_experts_per_tok", None))
         if getattr(config, "decoder_sparse_step", 1) != 1 or getattr(config, "mlp_only_layers", None):
             raise ConversionError(
                 f"{where} mixes dense and expert layers; llama.cpp's {family.arch} has experts in every layer"
             )
         normalised = bool(getattr(config, "norm_topk_prob", False))
-        llama_cpp_normalises = family.arch == "qwen3moe"
+        normalised = normalised or family.hf_model_type == "mixtral"  # Mixtral always renormalises
+        llama_cpp_normalises = family.arch in ("qwen3moe", "llama")
         if normalised != llama_cpp_normalises:
             raise ConversionError(
                 f"{where} sets norm_topk_prob={normalised}, but llama.cpp's {family.arch} "
@@ -96,9 +101,11 @@ def write_hparams(writer: gguf.GGUFWriter, family: Family, config) -> None:
     if getattr(config, "sliding_window", None) and family.arch in ("gemma3", "phi3"):
         writer.add_sliding_window(config.sliding_window)
     if family.moe:
-        writer.add_expert_count(config.num_experts)
+        writer.add_expert_count(expert_count(config))
         writer.add_expert_used_count(config.num_experts_per_tok)
-        writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+        # Mixtral's experts are feed_forward_length wide; the Qwen MoEs give them a key of their own.
+        if expert_width := getattr(config, "moe_intermediate_size", None):
+            writer.add_expert_feed_forward_length(expert_width)
         if shared := getattr(config, "shared_expert_intermediate_size", None):
             writer.add_expert_shared_feed_forward_length(shared)
 
