@@ -11,42 +11,15 @@ from pathlib import Path
 
 import click
 
-from app.atomic import atomic_output_path
 from app.cli.context import assistant_from
+from app.cli.model_output import new_model
 from app.gguf_file import inspect_gguf
-from app.model_store import ModelStore, check_model_name, name_from_filename
 from app.sizes import human_bytes
 from quantize.errors import ConversionError
 
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
-
-
-@contextlib.contextmanager
-def _new_model(store: ModelStore, out: Path | None, name: str | None, default_name: str, force: bool):
-    """Yield (temp path to write, final name, final path); on success the file is in place and
-    registered in the store, on any failure nothing is left behind."""
-    if out is None:
-        name = store.check_free(check_model_name(name or name_from_filename(Path(default_name))))
-        with store.new_model_file(name) as tmp:
-            yield tmp, name, store.home.models_dir / f"{name}.gguf"
-        return
-    out = Path(out).expanduser()
-    if store.holds(out):
-        raise ConversionError(
-            f"{out} is inside Lantern's model store, whose files the registry owns; "
-            "leave out -o to write a new model into the store"
-        )
-    if out.exists() and not force:
-        raise ConversionError(f"{out} already exists; choose another path or pass --force to replace it")
-    if not out.parent.is_dir():
-        raise ConversionError(f"the folder {out.parent} does not exist")
-    name = store.check_free(check_model_name(name or name_from_filename(out)))
-    with atomic_output_path(out) as tmp:
-        yield tmp, name, out
-        inspect_gguf(tmp)
-    store.link(out, name)
 
 
 def _source(ctx, text: str):
@@ -73,7 +46,7 @@ def convert(ctx, src, out, out_type, name, force, verify):
     source = _source(ctx, src)
     store = assistant_from(ctx).models
     started = time.perf_counter()
-    with _new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
+    with new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
         _say(f"Loading {source.path} into torch...")
         torch_model = load_torch_model(source)
         _say(f"Writing {out_type} GGUF...")
@@ -132,7 +105,7 @@ def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
             imatrix, gguf_path, is_float = _torch_side(source, imatrix_from, stack, gguf_path, is_float)
         if not is_float:
             _say(f"Note: {REQUANTIZE_NOTE}.")
-        target = _new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
+        target = new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
         tmp, final_name, path = stack.enter_context(target)
         _say(f"Quantizing to {qtype.name} with llama.cpp...")
         quantize_gguf(gguf_path, is_float, tmp, qtype, imatrix)

@@ -8,3 +8,8 @@ import click
 @click.group()
 def moe() -> None:
     """Routing report, expert pruning and dense -> MoE splitting."""
+
+
+from app.cli.moe_split import split  # noqa: E402  (each command module adds itself here)
+
+moe.add_command(split)

@@ -36,22 +36,29 @@ class SplitResult:
     recovery: RecoveryResult | None
 
 
-def check_request(config, request: SplitRequest) -> None:
-    """One clear reason for any split that cannot be made, before any heavy work."""
-    check_splittable(config)
+def check_counts(request: SplitRequest) -> None:
+    """The numbers asked for, checked before anything is loaded."""
     n, k = request.experts, request.top_k
     if n < 2:
         raise ConversionError(f"--experts {n}: a Mixture-of-Experts needs at least 2 experts")
     if not 1 <= k <= n:
-        raise ConversionError(f"--top-k {k}: the experts used per token must be between 1 and --experts ({n})")
-    width = config.intermediate_size
+        raise ConversionError(
+            f"--top-k {k}: the experts used per token must be between 1 and --experts ({n})"
+        )
+    if request.recover_minutes < 0:
+        raise ConversionError("--recover-minutes cannot be negative")
+
+
+def check_request(config, request: SplitRequest) -> None:
+    """One clear reason for any split this model cannot take, before any heavy work."""
+    check_counts(request)
+    check_splittable(config)
+    n, width = request.experts, config.intermediate_size
     if width % n:
         raise ConversionError(
             f"the feed-forward blocks have {width} neurons, which do not split into {n} equal experts; "
             "choose --experts dividing it"
         )
-    if request.recover_minutes < 0:
-        raise ConversionError("--recover-minutes cannot be negative")
 
 
 def split_dense_model(

@@ -40,7 +40,9 @@ def check_splittable(config) -> None:
             f"{model_type!r}, whose attention llama.cpp's llama MoE cannot hold"
         )
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-        raise ConversionError("this model's attention or feed-forward has biases, which Mixtral's layers lack")
+        raise ConversionError(
+            "this model's attention or feed-forward has biases, which Mixtral's layers lack"
+        )
     if getattr(config, "hidden_act", "silu") != "silu":
         raise ConversionError(f"the feed-forward activation is {config.hidden_act!r}; the split needs SwiGLU")
 
