@@ -1,0 +1,208 @@
+"""`lantern moe split`: a dense model's feed-forward blocks cut into experts on the user's notes.
+
+With every expert active the split computes the dense model; with fewer, llama.cpp runs the file as
+the MoE torch holds; the file is a real MoE in the store; the real SmolLM2 splits and generates; a
+short recovery does not make the notes' loss worse; bad requests are refused in one line and leave
+the store as it was. Tiny random llamas come from the families tests' builders.
+"""
+
+# ruff: noqa: F811  (the families tests' fixtures, imported, are parameters here)
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import gguf
+import numpy as np
+import pytest
+
+from tests.conftest import lantern_at as lantern
+from tests.gguf_fixtures import llama_cpp_logits, write_tiny_qwen3moe
+from tests.test_families import notes, small_tokenizer, tiny_folder  # noqa: F401  (shared fixtures)
+
+
+@pytest.fixture(scope="module")
+def dense(small_tokenizer, tmp_path_factory):
+    """A tiny random dense llama as an F32 GGUF, and its torch model read back from that file."""
+    from quantize.gguf_export import export_gguf
+    from quantize.sources import gguf_source, resolve_source
+    from quantize.torch_bridge import load_torch_model
+
+    folder, _ = tiny_folder("llama", small_tokenizer, tmp_path_factory.mktemp("dense"))
+    path = folder.parent / "tiny-llama.gguf"
+    export_gguf(load_torch_model(resolve_source(str(folder), None)), path, "F32", name="tiny-llama")
+    return path, load_torch_model(gguf_source(path, "tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def split_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("split-home")
+
+
+def _ids(torch_model) -> list[int]:
+    return torch_model.tokenizer.encode(topics["if"], add_special_tokens=False)[:200]
+
+
+def _split(dense, notes, tmp_path, experts, top_k, minutes=0.0):
+    """The split as the command makes it, written to a file: (result, path)."""
+    from quantize.gguf_export import write_gguf
+    from quantize.moe.dense_split import SplitRequest, split_dense_model
+    from quantize.moe.moefied_model import moe_metadata
+    from quantize.notes_text import read_notes
+
+    _, torch_model = dense
+    request = SplitRequest(experts, top_k, minutes)
+    result = split_dense_model(torch_model.model, torch_model.tokenizer, read_notes(notes), request, print)
+    path = tmp_path / f"split-{experts}x{top_k}.gguf"
+    metadata = moe_metadata(torch_model.carried_metadata, result.model.config)
+    write_gguf(result.model, path, "F32", carried=metadata, name="split")
+    return result, path
+
+
+def _torch_logits(model, ids) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def _agree(torch_logits, llama_logits) -> None:
+    """As in the families tests: llama.cpp and torch differ by float rounding only; a token whose
+    two best experts are that close may be routed differently, so a rare position may differ more."""
+    per_position = np.abs(torch_logits - llama_logits).max(axis=1)
+    assert np.median(per_position) < 0.01, per_position
+    assert (per_position < 0.05).mean() >= 0.98, per_position
+    assert (torch_logits.argmax(1) == llama_logits.argmax(1)).mean() >= 0.98
+
+
+def test_with_every_expert_active_the_split_computes_the_dense_model(dense, notes, tmp_path):
+    path, torch_model = dense
+    ids = _ids(torch_model)
+    result, split = _split(dense, notes, tmp_path, experts=4, top_k=4)
+    assert np.abs(_torch_logits(result.model, ids) - _torch_logits(torch_model.model, ids)).max() < 1e-4
+    assert np.abs(llama_cpp_logits(split, ids) - llama_cpp_logits(path, ids)).max() < 2e-3
+    assert result.active_parameters == result.parameters
+
+
+def test_with_fewer_experts_llama_cpp_runs_the_moe_torch_holds(dense, notes, tmp_path):
+    path, torch_model = dense
+    ids = _ids(torch_model)
+    result, split = _split(dense, notes, tmp_path, experts=4, top_k=2)
+    moe_logits = llama_cpp_logits(split, ids)
+    _agree(_torch_logits(result.model, ids), moe_logits)
+    assert np.abs(moe_logits - llama_cpp_logits(path, ids)).max() > 0.1  # really only 2 of 4 experts ran
+    assert all(0.5 < recall <= 1.0 for recall in result.router_recall)  # better than chance (0.5)
+
+
+def test_a_short_recovery_keeps_or_lowers_the_loss_and_the_file_still_agrees(dense, notes, tmp_path):
+    _, torch_model = dense
+    ids = _ids(torch_model)
+    result, split = _split(dense, notes, tmp_path, experts=4, top_k=2, minutes=0.05)
+    assert result.recovery is not None and result.recovery.steps > 0
+    assert result.recovery.loss_after <= result.recovery.loss_before
+    _agree(_torch_logits(result.model, ids), llama_cpp_logits(split, ids))
+
+
+def test_the_split_is_an_moe_in_the_store(dense, notes, split_home):
+    path, _ = dense
+    args = ("moe", "split", str(path), "--experts", "4", "--top-k", "2", "--calibrate", str(notes))
+    done = lantern(split_home, *args, "--name", "tiny-moe", "--type", "F32")
+    assert done.returncode == 0, done.stderr
+    assert "Router recall" in done.stdout and "active per token" in done.stdout
+    reader = gguf.GGUFReader(split_home / "models" / "tiny-moe.gguf")
+    assert reader.get_field("llama.expert_count").contents() == 4
+    assert reader.get_field("llama.expert_used_count").contents() == 2
+    assert reader.get_field("llama.feed_forward_length").contents() == 32
+    names = {tensor.name for tensor in reader.tensors}
+    for kind in ("ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"):
+        assert f"blk.0.{kind}" in names
+    assert "tokenizer.chat_template" in reader.fields
+    info = json.loads(lantern(split_home, "models", "info", "tiny-moe", "--json").stdout)
+    assert info["active_parameter_count"] < info["parameter_count"]
+
+
+def test_smollm2_splits_into_eight_experts_and_generates(bundled_model, tmp_path):
+    import llama_cpp
+
+    calibration = tmp_path / "notes"
+    calibration.mkdir()
+    (calibration / "class.md").write_text(f"# class\n\n{topics['class']}", encoding="utf-8")
+    home = tmp_path / "home"
+    args = (
+        "moe",
+        "split",
+        str(bundled_model),
+        "--experts",
+        "8",
+        "--top-k",
+        "2",
+        "--calibrate",
+        str(calibration),
+    )
+    done = lantern(home, *args, "--name", "smol-moe")
+    assert done.returncode == 0, done.stderr
+    llm = llama_cpp.Llama(model_path=str(home / "models" / "smol-moe.gguf"), n_ctx=256, verbose=False)
+    try:
+        text = llm("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
+    finally:
+        llm.close()
+    assert text.strip()
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(tmp_path_factory, small_tokenizer):
+    root = tmp_path_factory.mktemp("odd")
+    write_tiny_qwen3moe(root / "tiny-qwen3moe.gguf")
+    qwen2, _ = tiny_folder("qwen2", small_tokenizer, root)
+    (root / "empty").mkdir()
+    return root, qwen2
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("moe", "already a Mixture-of-Experts"),
+        ("top-k-over", "--top-k 5: the experts used per token must be between 1 and --experts (4)"),
+        ("top-k-zero", "--top-k 0"),
+        ("one-expert", "--experts 1: a Mixture-of-Experts needs at least 2 experts"),
+        ("indivisible", "do not split into 3 equal experts"),
+        ("empty-notes", "no readable notes in"),
+        ("missing-notes", "does not exist"),
+        ("qwen2", "handles dense llama-family models"),
+    ],
+)
+def test_bad_requests_are_refused_in_one_line_and_leave_the_store_unchanged(
+    case,
+    expected,
+    dense,
+    notes,
+    odd_inputs,
+    split_home,
+):
+    root, qwen2 = odd_inputs
+    model, experts, top_k, calibration = str(dense[0]), "4", "2", str(notes)
+    if case == "moe":
+        model = str(root / "tiny-qwen3moe.gguf")
+    elif case == "qwen2":
+        model = str(qwen2)
+    elif case == "empty-notes":
+        calibration = str(root / "empty")
+    elif case == "missing-notes":
+        calibration = str(root / "absent")
+    else:
+        experts, top_k = {"top-k-over": ("4", "5"), "top-k-zero": ("4", "0"), "one-expert": ("1", "1")}.get(
+            case, ("3", "1")
+        )
+    before = (
+        sorted(p.name for p in (split_home / "models").glob("*")) if (split_home / "models").exists() else []
+    )
+    done = lantern(
+        split_home, "moe", "split", model, "--experts", experts, "--top-k", top_k, "--calibrate", calibration
+    )
+    assert done.returncode == 1
+    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    after = (
+        sorted(p.name for p in (split_home / "models").glob("*")) if (split_home / "models").exists() else []
+    )
+    assert after == before
