@@ -39,7 +39,7 @@ def split(ctx, src, experts, top_k, notes_path, recover_minutes, out_type, name)
     from quantize.gguf_export import write_gguf
     from quantize.gguf_names import Keys, arch_key
     from quantize.moe.dense_split import SplitRequest, check_counts, check_request, split_dense_model
-    from quantize.moe.moefied_model import moe_metadata
+    from quantize.moe.moefied_model import check_splittable_type, moe_metadata
     from quantize.notes_text import read_notes
     from quantize.quant_types import float_type
     from quantize.sources import resolve_source
@@ -56,6 +56,7 @@ def split(ctx, src, experts, top_k, notes_path, recover_minutes, out_type, name)
         raise ConversionError(
             f"{source.name} is already a Mixture-of-Experts; `moe split` takes a dense model"
         )
+    check_splittable_type(source.family.hf_model_type)
     request = SplitRequest(experts, top_k, recover_minutes)
     check_counts(request)
     notes = read_notes(notes_path)

@@ -29,16 +29,20 @@ ROUTER_LOGIT_BOUND = 5e-4
 SPLITTABLE = ("llama",)  # dense families whose blocks Mixtral's layers hold as they are
 
 
-def check_splittable(config) -> None:
-    """Refuse models the split cannot hold exactly: MoE already, other families, biases."""
-    model_type = config.model_type
-    if getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None):
-        raise ConversionError("this model is already a Mixture-of-Experts; `moe split` takes a dense model")
+def check_splittable_type(model_type: str) -> None:
     if model_type not in SPLITTABLE:
         raise ConversionError(
             f"`moe split` handles dense llama-family models (Llama, SmolLM, TinyLlama); this one is "
             f"{model_type!r}, whose attention llama.cpp's llama MoE cannot hold"
         )
+
+
+def check_splittable(config) -> None:
+    """Refuse models the split cannot hold exactly: MoE already, other families, biases."""
+    model_type = config.model_type
+    if getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None):
+        raise ConversionError("this model is already a Mixture-of-Experts; `moe split` takes a dense model")
+    check_splittable_type(model_type)
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         raise ConversionError(
             "this model's attention or feed-forward has biases, which Mixtral's layers lack"
