@@ -168,7 +168,7 @@ def measure_routing(path: Path, text: str, max_tokens: int = 8192, min_tokens: i
                 f"the text has {len(tokens)} tokens; give at least {min_tokens} "
                 "for a meaningful routing count"
             )
-        window = max(1, min(WINDOW, llama_cpp.llama_n_ctx_train(model) or WINDOW))
+        window = max(1, min(WINDOW, llama_cpp.llama_model_n_ctx_train(model) or WINDOW))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = window  # one graph per decode
         params.n_threads = params.n_threads_batch = threads
