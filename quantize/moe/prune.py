@@ -64,20 +64,22 @@ def prune_gguf(source: Path, target: Path, shape: MoEShape, plan: PrunePlan) -> 
     from quantize.torch_bridge import read_carried_metadata
 
     reader = gguf.GGUFReader(source)
-    tensors = []
+    # (name, type, memory-mapped data, the experts kept or None): slices are copied one tensor at a
+    # time while writing, so a large MoE is never held in memory whole.
+    tensors: list[tuple[str, gguf.GGMLQuantizationType, np.ndarray, list[int] | None]] = []
     for tensor in reader.tensors:
-        data = tensor.data
+        kept = None
         if expert_axis_template(tensor.name) is not None:
             layer = int(tensor.name.split(".")[1])
             if layer not in plan.kept:
                 raise ConversionError(f"{tensor.name} holds experts, but no token reached layer {layer}")
-            if data.shape[0] != shape.expert_count:
+            if tensor.data.shape[0] != shape.expert_count:
                 raise ConversionError(
-                    f"{tensor.name} has {data.shape[0]} rows on its expert axis, not {shape.expert_count}"
+                    f"{tensor.name} has {tensor.data.shape[0]} rows on its expert axis, not {shape.expert_count}"
                 )
-            data = data[list(plan.kept[layer])]
-        tensors.append((tensor.name, tensor.tensor_type, data))
-    sliced = {name.split(".")[1] for name, _, _ in tensors if expert_axis_template(name)}
+            kept = list(plan.kept[layer])
+        tensors.append((tensor.name, tensor.tensor_type, tensor.data, kept))
+    sliced = {name.split(".")[1] for name, _, _, kept in tensors if kept is not None}
     if {str(layer) for layer in plan.kept} - sliced:
         raise ConversionError(f"{source.name} stores its experts other than as stacked *_exps tensors")
 
@@ -90,11 +92,13 @@ def prune_gguf(source: Path, target: Path, shape: MoEShape, plan: PrunePlan) -> 
         field = reader.get_field(key)
         if field is not None:
             writer.add_key_value(key, field.contents(), field.types[0])
-    for name, tensor_type, data in tensors:
-        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, raw_dtype=tensor_type)
+    for name, tensor_type, data, kept in tensors:
+        shape_out = data.shape if kept is None else (len(kept), *data.shape[1:])
+        nbytes = data.nbytes if kept is None else data.nbytes // data.shape[0] * len(kept)
+        writer.add_tensor_info(name, shape_out, data.dtype, nbytes, raw_dtype=tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for _, _, data in tensors:
-        writer.write_tensor_data(np.ascontiguousarray(data))
+    for _, _, data, kept in tensors:
+        writer.write_tensor_data(np.ascontiguousarray(data if kept is None else data[kept]))
     writer.close()
