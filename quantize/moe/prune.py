@@ -73,9 +73,10 @@ def prune_gguf(source: Path, target: Path, shape: MoEShape, plan: PrunePlan) -> 
             layer = int(tensor.name.split(".")[1])
             if layer not in plan.kept:
                 raise ConversionError(f"{tensor.name} holds experts, but no token reached layer {layer}")
-            if tensor.data.shape[0] != shape.expert_count:
+            rows = tensor.data.shape[0]
+            if rows != shape.expert_count:
                 raise ConversionError(
-                    f"{tensor.name} has {tensor.data.shape[0]} rows on its expert axis, not {shape.expert_count}"
+                    f"{tensor.name} has {rows} rows on its expert axis, not {shape.expert_count}"
                 )
             kept = list(plan.kept[layer])
         tensors.append((tensor.name, tensor.tensor_type, tensor.data, kept))
