@@ -185,6 +185,9 @@ class Engine:
                 n_batch=batch_size,
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
+                # Memory-mapped: pages of a Mixture-of-Experts' experts that no token routes to are
+                # never read, so they need not be resident (and the OS may drop them again).
+                use_mmap=True,
                 verbose=False,
                 **adapter,
             )

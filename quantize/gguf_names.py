@@ -41,3 +41,19 @@ def expert_tensor_name(tensor: gguf.MODEL_TENSOR, block: int) -> str:
 
 
 EXPERT_GATE, EXPERT_UP = gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP
+
+# Tensors stacked along the expert axis (the outermost numpy axis): every `*_exps` tensor of a layer,
+# the router's rows and the router's selection bias. A shared expert (`*_shexp`) is not among them.
+_ROUTER = (gguf.MODEL_TENSOR.FFN_GATE_INP, gguf.MODEL_TENSOR.FFN_EXP_PROBS_B)
+EXPERT_AXIS_TENSORS = frozenset(
+    template for kind, template in gguf.TENSOR_NAMES.items() if template.endswith("_exps") or kind in _ROUTER
+)
+
+
+def expert_axis_template(tensor_name: str) -> str | None:
+    """The template ('blk.{bid}.ffn_up_exps') of a per-layer tensor stacked by expert, else None."""
+    parts = tensor_name.split(".")
+    if len(parts) < 3 or parts[0] != "blk" or not parts[1].isdigit():
+        return None
+    template = f"blk.{{bid}}.{parts[2]}"
+    return template if template in EXPERT_AXIS_TENSORS else None

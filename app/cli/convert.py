@@ -12,14 +12,12 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.model_output import new_model
-from app.gguf_file import inspect_gguf
+from app.cli.model_files import model_path as _model_path
+from app.cli.model_files import new_model as _new_model
+from app.cli.model_files import read_text as _read_text
+from app.cli.model_files import say as _say
 from app.sizes import human_bytes
 from quantize.errors import ConversionError
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def _source(ctx, text: str):
@@ -46,7 +44,7 @@ def convert(ctx, src, out, out_type, name, force, verify):
     source = _source(ctx, src)
     store = assistant_from(ctx).models
     started = time.perf_counter()
-    with new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
+    with _new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
         _say(f"Loading {source.path} into torch...")
         torch_model = load_torch_model(source)
         _say(f"Writing {out_type} GGUF...")
@@ -105,7 +103,7 @@ def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
             imatrix, gguf_path, is_float = _torch_side(source, imatrix_from, stack, gguf_path, is_float)
         if not is_float:
             _say(f"Note: {REQUANTIZE_NOTE}.")
-        target = new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
+        target = _new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
         tmp, final_name, path = stack.enter_context(target)
         _say(f"Quantizing to {qtype.name} with llama.cpp...")
         quantize_gguf(gguf_path, is_float, tmp, qtype, imatrix)
@@ -142,26 +140,6 @@ def _torch_side(source, imatrix_from, stack, gguf_path, is_float):
 @click.group("eval")
 def eval_group():
     """Measure models through llama.cpp: perplexity, and how far one model strays from another."""
-
-
-def _model_path(ctx, text: str) -> tuple[str, Path]:
-    path = Path(text).expanduser()
-    if path.exists() or text.endswith(".gguf"):
-        inspect_gguf(path)
-        return path.name.removesuffix(".gguf"), path
-    entry = assistant_from(ctx).models.get(text)
-    return entry.name, entry.path
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConversionError(
-            f"{path} is not UTF-8 text (byte {exc.start}); give a plain text file"
-        ) from None
-    except OSError as exc:
-        raise ConversionError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _eval_options(command):

@@ -8,12 +8,8 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.model_output import new_model
+from app.cli.model_files import new_model, say
 from app.sizes import human_bytes, human_count
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @click.command()
@@ -63,11 +59,11 @@ def split(ctx, src, experts, top_k, notes_path, recover_minutes, out_type, name)
     started = time.perf_counter()
     default_name = f"{source.name}-moe{experts}x{top_k}"
     with new_model(store, None, name, default_name, False) as (tmp, final_name, path):
-        _say(f"Loading {source.path} into torch...")
+        say(f"Loading {source.path} into torch...")
         torch_model = load_torch_model(source)
         check_request(torch_model.model.config, request)
-        result = split_dense_model(torch_model.model, torch_model.tokenizer, notes, request, _say)
-        _say(f"Writing {out_type} GGUF...")
+        result = split_dense_model(torch_model.model, torch_model.tokenizer, notes, request, say)
+        say(f"Writing {out_type} GGUF...")
         carried = torch_model.carried_metadata
         write_gguf(
             result.model,

@@ -1,15 +1,22 @@
-"""Where a command's new model goes: a file in the store, or a path of the user's, linked into the
-store; written atomically and registered only once it is complete."""
+"""What the model-writing commands share: a new model file that appears in the store only once
+complete, a model named by store name or path, and a text file read as UTF-8."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
+import click
+
 from app.atomic import atomic_output_path
+from app.cli.context import assistant_from
 from app.gguf_file import inspect_gguf
 from app.model_store import ModelStore, check_model_name, name_from_filename
 from quantize.errors import ConversionError
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @contextlib.contextmanager
@@ -36,3 +43,23 @@ def new_model(store: ModelStore, out: Path | None, name: str | None, default_nam
         yield tmp, name, out
         inspect_gguf(tmp)
     store.link(out, name)
+
+
+def model_path(ctx, text: str) -> tuple[str, Path]:
+    path = Path(text).expanduser()
+    if path.exists() or text.endswith(".gguf"):
+        inspect_gguf(path)
+        return path.name.removesuffix(".gguf"), path
+    entry = assistant_from(ctx).models.get(text)
+    return entry.name, entry.path
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConversionError(
+            f"{path} is not UTF-8 text (byte {exc.start}); give a plain text file"
+        ) from None
+    except OSError as exc:
+        raise ConversionError(f"cannot read {path}: {exc.strerror}") from None
