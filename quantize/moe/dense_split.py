@@ -72,8 +72,9 @@ def split_dense_model(
     for index, layer in enumerate(dense_model.model.layers):
         inputs = calibration.ffn_inputs[index]
         hidden = swiglu_hidden(layer.mlp, inputs)
-        partition = partition_neurons(hidden, request.experts, request.seed)
-        importance = expert_importance(hidden, layer.mlp.down_proj.weight.detach().float(), partition)
+        down = layer.mlp.down_proj.weight.detach().float()
+        partition = partition_neurons(hidden, down, request.experts, request.top_k, request.seed)
+        importance = expert_importance(hidden, down, partition)
         fit = train_router(inputs, importance, request.top_k, request.seed)
         partitions.append(partition)
         routers.append(written_router(fit.weight, inputs, request.experts, request.top_k))
@@ -82,7 +83,7 @@ def split_dense_model(
     recovery = None
     if request.recover_minutes > 0:
         say(f"Recovering for at most {request.recover_minutes:g} minute(s) on the notes...")
-        model, recovery = recover(model, calibration.windows, request.recover_minutes, request.seed)
+        model, recovery = recover(model, tokenizer, notes, request.recover_minutes, request.seed)
     total, active = parameter_counts(model)
     return SplitResult(model, tuple(recalls), calibration.tokens, total, active, recovery)
 

@@ -4,6 +4,12 @@ experts of equal width, neurons that fire together on the calibration text in th
 Each neuron i contributes down[:, i] * h_i with h = silu(gate x) * (up x); any partition of the
 neurons into groups therefore sums, over all groups, to the dense block exactly. Grouping by
 co-activation makes the few groups that matter for a token hold most of its output.
+
+A neuron counts as active for a token when its contribution |h_i| * ||down[:, i]|| is among the
+token's top K/N share (the share of neurons the split will run), and neurons are clustered by
+these on/off patterns. SwiGLU activations are dense, so clustering their magnitudes instead groups
+neurons by how loud they are: on SmolLM2-135M cut into 8 experts with the best 2 chosen by an
+oracle, held-out perplexity was about 12 times lower with on/off patterns (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -22,16 +28,20 @@ def swiglu_hidden(mlp, x):
         return torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x)
 
 
-def partition_neurons(hidden, experts: int, seed: int = 0) -> np.ndarray:
-    """[experts, width / experts] neuron indices from ``hidden`` ([tokens, width] activations):
-    balanced k-means on each neuron's normalised |activation| profile across the tokens."""
+def partition_neurons(hidden, down_weight, experts: int, top_k: int, seed: int = 0) -> np.ndarray:
+    """[experts, width / experts] neuron indices from ``hidden`` ([tokens, width] activations) and
+    the down projection: balanced k-means on each neuron's centred on/off pattern across the tokens."""
     width = hidden.shape[1]
     size = width // experts
     rng = np.random.default_rng(seed)
-    profile = np.abs(hidden.float().numpy())
-    if profile.shape[0] > SAMPLE_TOKENS:
-        profile = profile[np.sort(rng.choice(profile.shape[0], SAMPLE_TOKENS, replace=False))]
-    features = profile.T / (np.linalg.norm(profile.T, axis=1, keepdims=True) + 1e-12)  # [width, tokens]
+    contribution = np.abs(hidden.float().numpy()) * np.linalg.norm(down_weight.float().numpy(), axis=0)
+    if contribution.shape[0] > SAMPLE_TOKENS:
+        contribution = contribution[np.sort(rng.choice(contribution.shape[0], SAMPLE_TOKENS, replace=False))]
+    active_per_token = max(1, width * top_k // experts)
+    threshold = np.partition(contribution, width - active_per_token, axis=1)[:, width - active_per_token]
+    active = (contribution >= threshold[:, None]).astype(np.float32)
+    pattern = (active - active.mean()).T  # [width, tokens]
+    features = pattern / (np.linalg.norm(pattern, axis=1, keepdims=True) + 1e-12)
     centroids = features[rng.choice(width, experts, replace=False)]
     assignment = None
     for _ in range(ROUNDS):

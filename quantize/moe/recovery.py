@@ -1,94 +1,114 @@
 """A short recovery fine-tune of a split model on the calibration notes, bounded by wall-clock time:
-LoRA on attention and on the stacked experts, and the router itself, trained on the causal-LM loss.
+the twin's trainer (quantize/twin) with LoRA on attention and on the stacked experts of every layer,
+and the routers themselves trainable, on the causal-LM loss.
 
-The model trained is the one that will be written (scaled router, scaled down projections), and the
+The model trained is the one that will be written (scaled routers, scaled down projections), and the
 adapters are merged into it afterwards, so the file still computes exactly what torch computes. The
-router's logits are tiny in that form; Adam's steps do not depend on the gradient's scale, and the
-router's learning rate is set relative to its weights. With every expert active the router stays
-frozen: its zeros are what makes that split exact. If the loss over the notes is not lower after
-training, the adapters are dropped and the model is left as it was.
+routers' logits are tiny in that form; Adam's steps do not depend on the gradient's scale, so their
+learning rate is set relative to their weights. With every expert active the routers stay frozen:
+their zeros are what makes that split exact. One notes' sequence in ten is held out: if its loss is
+not lower after training, the adapters are dropped and the model is left as it was.
 """
 
 from __future__ import annotations
 
-import time
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+from quantize.errors import ConversionError
+from quantize.notes_text import NotesRead
+
+SEQUENCE_LENGTH = 256
+HELD_OUT_EVERY = 10  # every tenth sequence guards the result
+MAX_HELD_OUT = 32  # sequences: enough for a stable loss, quick to score twice
 RANK = 8
-LEARNING_RATE = 2e-4
-ROUTER_RELATIVE_STEP = 1e-3  # each Adam step moves the router by about this share of its mean |weight|
+ROUTER_RELATIVE_STEP = (
+    1e-3  # at the peak rate, an Adam step moves a router by this share of its mean |weight|
+)
 
 
 @dataclass(frozen=True)
 class RecoveryResult:
-    loss_before: float
-    loss_after: float  # the loss of the model as returned (equal to before when the training was dropped)
+    loss_before: float  # on the held-out notes' sequences
+    loss_after: float  # of the model as returned (equal to before when the training was dropped)
     steps: int
     kept: bool
 
 
-def notes_loss(model, windows) -> float:
-    """Mean next-token cross-entropy over the windows, weighted by their token counts."""
+def note_sequences(tokenizer, notes: NotesRead, length: int = SEQUENCE_LENGTH) -> list[list[int]]:
+    """Every note's tokens, each note ended by EOS, cut into full sequences of ``length``."""
+    stream: list[int] = []
+    for note in notes.notes:
+        stream += tokenizer.encode(note.text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
+
+
+def sequences_loss(model, sequences: list[list[int]]) -> float:
+    """Mean next-token cross-entropy over ``sequences``."""
     import torch
 
-    total, count = 0.0, 0
     with torch.no_grad():
-        for window in windows:
-            if len(window) < 2:
-                continue
-            ids = torch.tensor([window])
-            total += float(model(input_ids=ids, labels=ids).loss) * (len(window) - 1)
-            count += len(window) - 1
-    return total / max(count, 1)
+        losses = [
+            float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss) for ids in sequences
+        ]
+    return sum(losses) / len(losses)
 
 
-def recover(model, windows, minutes: float, seed: int = 0) -> tuple[object, RecoveryResult]:
-    """Train for at most ``minutes``; returns the model (adapters merged) and the losses."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+def recover(
+    model, tokenizer, notes: NotesRead, minutes: float, seed: int = 0
+) -> tuple[object, RecoveryResult]:
+    """Train for at most ``minutes``; returns the model (adapters merged) and the held-out losses."""
+    from quantize.twin.trainer import TwinTrainer, add_lora
+    from quantize.twin.training_config import TrainingConfig
 
-    config = model.config
-    train_router = config.num_experts_per_tok < config.num_local_experts
-    windows = [window for window in windows if len(window) >= 2]
-    before = notes_loss(model, windows)
-    torch.manual_seed(seed)
-    lora = LoraConfig(
-        r=RANK, lora_alpha=2 * RANK, target_modules=list(ATTENTION), target_parameters=list(EXPERTS)
+    sequences = note_sequences(tokenizer, notes)
+    held = sequences[::HELD_OUT_EVERY][:MAX_HELD_OUT]
+    train = [
+        ids
+        for index, ids in enumerate(sequences)
+        if index % HELD_OUT_EVERY or index // HELD_OUT_EVERY >= MAX_HELD_OUT
+    ]
+    if not held or not train:
+        raise ConversionError(
+            f"recovery needs at least {2 * SEQUENCE_LENGTH} tokens of notes; give more notes or leave out "
+            "--recover-minutes"
+        )
+    model.eval()
+    before = sequences_loss(model, held)
+    config = TrainingConfig(
+        rank=RANK,
+        alpha=2.0 * RANK,
+        train_layers=0,  # every layer: the split changed them all
+        sequence_length=SEQUENCE_LENGTH,
+        max_minutes=minutes,
+        moe_experts="all",
+        seed=seed,
+        compile="off",  # routing gives every step other shapes: the compiler would start over
+        checkpoint_seconds=float("inf"),
     )
-    peft_model = get_peft_model(model, lora)
     routers = [layer.mlp.gate.weight for layer in model.model.layers]
-    saved_routers = [weight.detach().clone() for weight in routers]
-    groups = [{"params": [p for p in peft_model.parameters() if p.requires_grad], "lr": LEARNING_RATE}]
-    if train_router:
+    saved = [weight.detach().clone() for weight in routers]
+    peft_model, cut = add_lora(model, config)
+    groups = []
+    if model.config.num_experts_per_tok < model.config.num_local_experts:
         for weight in routers:
             weight.requires_grad_(True)
-            step = ROUTER_RELATIVE_STEP * float(weight.detach().abs().mean())
-            groups.append({"params": [weight], "lr": step, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    deadline = time.monotonic() + minutes * 60
-    steps = 0
-    peft_model.train()
-    while time.monotonic() < deadline:
-        for index in torch.randperm(len(windows), generator=generator).tolist():
-            ids = torch.tensor([windows[index]])
-            loss = peft_model(input_ids=ids, labels=ids).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if time.monotonic() >= deadline:
-                break
-    peft_model.eval()
+            relative = ROUTER_RELATIVE_STEP * float(weight.detach().abs().mean()) / config.learning_rate
+            groups.append(([weight], relative))
+    with tempfile.TemporaryDirectory(prefix="lantern-moe-recovery-") as scratch:
+        trainer = TwinTrainer(peft_model, cut, train, config, Path(scratch), scaled_groups=groups)
+        state = trainer.run()
     for weight in routers:
         weight.requires_grad_(False)
-    after = notes_loss(peft_model, windows)
+    peft_model.eval()
+    after = sequences_loss(peft_model, held)
     if after < before:
-        return peft_model.merge_and_unload().eval(), RecoveryResult(before, after, steps, True)
+        return peft_model.merge_and_unload().eval(), RecoveryResult(before, after, state.step, True)
     restored = peft_model.unload().eval()
+    import torch
+
     with torch.no_grad():
-        for layer, saved in zip(restored.model.layers, saved_routers, strict=True):
-            layer.mlp.gate.weight.copy_(saved)
-    return restored, RecoveryResult(before, before, steps, False)
+        for layer, weight in zip(restored.model.layers, saved, strict=True):
+            layer.mlp.gate.weight.copy_(weight)
+    return restored, RecoveryResult(before, before, state.step, False)

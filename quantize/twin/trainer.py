@@ -161,7 +161,9 @@ def add_lora(model, config: TrainingConfig):
             f"this model attends locally within {window} tokens; train with --seq-len {window} or less"
         )
     torch.manual_seed(config.seed)
-    moe = getattr(model.config, "num_experts", None) is not None
+    moe = any(
+        getattr(model.config, key, None) for key in ("num_experts", "num_local_experts")
+    )  # Qwen, Mixtral
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -183,7 +185,10 @@ class TwinTrainer:
         sequences: list[list[int]],
         config: TrainingConfig,
         checkpoint_dir: Path,
+        scaled_groups: list[tuple[list[torch.nn.Parameter], float]] = (),
     ):
+        """``scaled_groups``: more parameters to train beyond LoRA's (not checkpointed), each group
+        at its own multiple of the learning rate."""
         if not sequences:
             raise ConversionError(
                 f"the notes give fewer than {config.sequence_length} tokens of training text; "
@@ -194,9 +199,13 @@ class TwinTrainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.input_ids = torch.tensor(sequences, dtype=torch.long)
         self.batch_size = min(config.batch_size, len(sequences))
-        self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        extra = {id(p) for parameters, _ in scaled_groups for p in parameters}
+        lora = [p for p in peft_model.parameters() if p.requires_grad and id(p) not in extra]
+        groups = [{"params": lora, "lr_scale": 1.0}]
+        groups += [{"params": list(parameters), "lr_scale": scale} for parameters, scale in scaled_groups]
+        self.trainable = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+            groups, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
         self.state = TrainingState()
         self._lower_cache: dict[int, torch.Tensor] = {}
@@ -305,7 +314,7 @@ class TwinTrainer:
         """One optimizer step (``run`` takes them until the budget is spent)."""
         started = time.perf_counter()
         for group in self.optimizer.param_groups:
-            group["lr"] = self._learning_rate()
+            group["lr"] = self._learning_rate() * group.get("lr_scale", 1.0)
         losses = []
         for micro in range(self.config.grad_accum):
             losses.append(

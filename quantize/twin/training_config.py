@@ -14,7 +14,15 @@ DEFAULT_EPOCHS = 1.0
 # Attention and dense MLP matrices of every family (Phi-3 fuses q/k/v and gate/up). A Mixture-of-
 # Experts router (`mlp.gate`) matches none of them: it stays frozen.
 LORA_TARGETS = (
-    "q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "gate_proj", "up_proj", "gate_up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "qkv_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "gate_up_proj",
+    "down_proj",
 )
 # On Mixture-of-Experts models: LoRA on no expert, on the shared expert only, or on every expert too.
 MOE_EXPERT_CHOICES = ("off", "shared", "all")
