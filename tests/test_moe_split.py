@@ -207,3 +207,32 @@ def test_bad_requests_are_refused_in_one_line_and_leave_the_store_unchanged(
         sorted(p.name for p in (split_home / "models").glob("*")) if (split_home / "models").exists() else []
     )
     assert after == before
+
+
+def test_ctrl_c_during_the_recovery_leaves_nothing_in_the_store(dense, notes, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import LANTERN
+
+    path, _ = dense
+    home = tmp_path / "home"
+    args = ("moe", "split", str(path), "--experts", "4", "--top-k", "2", "--calibrate", str(notes))
+    process = subprocess.Popen(
+        [str(LANTERN), *args, "--recover-minutes", "5", "--name", "interrupted"],
+        env={**os.environ, "LANTERN_HOME": str(home)},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in process.stderr:  # the split is written only after the recovery
+        if line.startswith("Recovering"):
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    process.wait(timeout=120)
+    assert process.returncode != 0 and "Traceback" not in rest
+    assert not [leftover for leftover in home.rglob("*") if "interrupted" in leftover.name]
+    listed = json.loads(lantern(home, "models", "list", "--json").stdout)
+    assert "interrupted" not in {row["name"] for row in listed}
