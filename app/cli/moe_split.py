@@ -88,7 +88,7 @@ def split(ctx, src, experts, top_k, notes_path, recover_minutes, out_type, name)
         recovery = result.recovery
         outcome = "kept" if recovery.kept else "dropped: the loss did not fall"
         click.echo(
-            f"Recovery: loss on the notes {recovery.loss_before:.3f} -> {recovery.loss_after:.3f} "
+            f"Recovery: loss on held-out notes {recovery.loss_before:.3f} -> {recovery.loss_after:.3f} "
             f"after {recovery.steps} steps ({outcome})"
         )
     click.echo(
