@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
@@ -71,31 +70,34 @@ def split_notes(folder: Path, calibration: Path, heldout_every: int = 5) -> str:
     return "\n\n".join(heldout)
 
 
-def _decode_in_child(path: str, threads: int, prompt: str, queue) -> None:
-    import resource
-
-    import llama_cpp
-    import numpy as np
-
-    llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=threads, use_mmap=True, verbose=False)
-    tokens = llm.tokenize(prompt.encode(), add_bos=True)[:32]
-    llm.eval(tokens)
-    started = time.perf_counter()
-    for _ in range(DECODE_TOKENS):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    rate = DECODE_TOKENS / (time.perf_counter() - started)
-    queue.put((rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+# Run in a fresh interpreter that imports llama_cpp alone, so its peak RSS (VmHWM, which a new
+# program starts afresh, unlike getrusage's maximum) is the model's and the runtime's, not torch's.
+PROBE = """
+import json, sys, time
+import llama_cpp
+import numpy as np
+path, threads, count, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=threads, use_mmap=True, verbose=False)
+llm.eval(llm.tokenize(prompt.encode(), add_bos=True)[:32])
+started = time.perf_counter()
+for _ in range(count):
+    llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+rate = count / (time.perf_counter() - started)
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rate": rate, "peak_rss": peak}))
+"""
 
 
 def decode_probe(path: Path, threads: int, prompt: str) -> tuple[float, int]:
     """Decode tokens/s and the peak RSS (bytes) of a fresh process that loads ``path`` and decodes."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_decode_in_child, args=(str(path), threads, prompt, queue))
-    child.start()
-    result = queue.get(timeout=600)
-    child.join()
-    return result
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), str(threads), str(DECODE_TOKENS), prompt],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["rate"], result["peak_rss"]
 
 
 @dataclass
@@ -251,6 +253,31 @@ def main() -> None:
         calibration = str(scratch / "calibration")
         prompt = texts["general"][:400]
 
+        # Quick ones first. 2b: pruning a tiny random Qwen3-MoE (its perplexities are those of random
+        # weights, so only the change from pruning means anything).
+        tiny = scratch / "tiny-qwen3moe"
+        tokenizer = small_tokenizer(tiny)
+        tiny_moe("qwen3moe", tokenizer).save_pretrained(tiny)
+        lantern(home, "convert", str(tiny), "--name", "tiny-F16")
+        tiny_rows = [Row("tiny Qwen3-MoE F16 (8 experts)", model_path(home, "tiny-F16"), [])]
+        for method in ("reap", "frequency"):
+            lantern(
+                home, "moe", "prune", "tiny-F16", "--calibrate", calibration, "--keep", "0.5",
+                "--method", method, "--name", f"tiny-{method}",
+            )  # fmt: skip
+            tiny_rows.append(Row(f"pruned to 4, {method}", model_path(home, f"tiny-{method}"), []))
+        measure(tiny_rows, args.rounds, args.threads, prompt, texts, settings)
+        print("\n## Pruning a tiny random Qwen3-MoE (4 layers, width 256) to 50% of its experts\n")
+        print_table(tiny_rows)
+
+        # 3. Gemma 3 270M.
+        gemma = lantern(
+            home, "moe", "split", "gemma3-270m", "--experts", "8", "--top-k", "2",
+            "--calibrate", calibration, check=False,
+        )  # fmt: skip
+        print("\n## Gemma 3 270M\n")
+        print(f"`lantern moe split gemma3-270m ...` -> exit {gemma.returncode}: {gemma.stderr.strip()}")
+
         lantern(home, "convert", "smollm2-135m-instruct", "--name", "dense-F16")
         timings = {}
         for name, minutes in (("moe-norecovery", 0.0), ("moe", args.recover_minutes)):
@@ -308,31 +335,6 @@ def main() -> None:
         measure(prune_rows, args.rounds, args.threads, prompt, texts, settings)
         print("\n## Pruning the split SmolLM2 to 50% of its experts\n")
         print_table(prune_rows)
-
-        # The same on a tiny random Qwen3-MoE (quick; its perplexities are those of random weights,
-        # so only the change from pruning means anything).
-        tiny = scratch / "tiny-qwen3moe"
-        tokenizer = small_tokenizer(tiny)
-        tiny_moe("qwen3moe", tokenizer).save_pretrained(tiny)
-        lantern(home, "convert", str(tiny), "--name", "tiny-F16")
-        tiny_rows = [Row("tiny Qwen3-MoE F16 (8 experts)", model_path(home, "tiny-F16"), [])]
-        for method in ("reap", "frequency"):
-            lantern(
-                home, "moe", "prune", "tiny-F16", "--calibrate", calibration, "--keep", "0.5",
-                "--method", method, "--name", f"tiny-{method}",
-            )  # fmt: skip
-            tiny_rows.append(Row(f"pruned to 4, {method}", model_path(home, f"tiny-{method}"), []))
-        measure(tiny_rows, args.rounds, args.threads, prompt, texts, settings)
-        print("\n## Pruning a tiny random Qwen3-MoE (4 layers, width 256) to 50% of its experts\n")
-        print_table(tiny_rows)
-
-        # 3. Gemma 3 270M.
-        gemma = lantern(
-            home, "moe", "split", "gemma3-270m", "--experts", "8", "--top-k", "2",
-            "--calibrate", calibration, check=False,
-        )  # fmt: skip
-        print("\n## Gemma 3 270M\n")
-        print(f"`lantern moe split gemma3-270m ...` -> exit {gemma.returncode}: {gemma.stderr.strip()}")
 
 
 def _ppl(rows: list[Row], label: str) -> float:

@@ -122,7 +122,9 @@ def test_the_split_is_an_moe_in_the_store(dense, notes, split_home):
     assert info["active_parameter_count"] < info["parameter_count"]
 
 
-def test_smollm2_splits_into_eight_experts_and_generates(bundled_model, tmp_path):
+def test_smollm2_splits_into_eight_experts_then_routes_prunes_and_generates(bundled_model, tmp_path):
+    """The real default model: split, its routing measured, pruned to half its experts, and both
+    files generate in llama.cpp."""
     import llama_cpp
 
     calibration = tmp_path / "notes"
@@ -142,12 +144,28 @@ def test_smollm2_splits_into_eight_experts_and_generates(bundled_model, tmp_path
     )
     done = lantern(home, *args, "--name", "smol-moe")
     assert done.returncode == 0, done.stderr
-    llm = llama_cpp.Llama(model_path=str(home / "models" / "smol-moe.gguf"), n_ctx=256, verbose=False)
-    try:
-        text = llm("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
-    finally:
-        llm.close()
-    assert text.strip()
+
+    text = tmp_path / "text.txt"
+    text.write_text(topics["for"], encoding="utf-8")
+    report = lantern(home, "moe", "stats", "smol-moe", "--text", str(text), "--json")
+    assert report.returncode == 0, report.stderr
+    routing = json.loads(report.stdout)
+    assert routing["expert_count"] == 8 and routing["experts_used"] == 2 and len(routing["layers"]) == 30
+    for layer in routing["layers"]:
+        assert sum(layer["counts"]) == routing["tokens"] * 2
+
+    pruned = lantern(home, "moe", "prune", "smol-moe", "--calibrate", str(calibration), "--keep", "0.5")
+    assert pruned.returncode == 0, pruned.stderr
+    half = home / "models" / "smol-moe-reap-4of8.gguf"
+    assert gguf.GGUFReader(half).get_field("llama.expert_count").contents() == 4
+
+    for model in (home / "models" / "smol-moe.gguf", half):
+        llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, verbose=False)
+        try:
+            answer = llm("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
+        finally:
+            llm.close()
+        assert answer.strip()
 
 
 @pytest.fixture(scope="module")
