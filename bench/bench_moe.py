@@ -259,13 +259,7 @@ def main() -> None:
         tokenizer = small_tokenizer(tiny)
         tiny_moe("qwen3moe", tokenizer).save_pretrained(tiny)
         lantern(home, "convert", str(tiny), "--name", "tiny-F16")
-        tiny_rows = [Row("tiny Qwen3-MoE F16 (8 experts)", model_path(home, "tiny-F16"), [])]
-        for method in ("reap", "frequency"):
-            lantern(
-                home, "moe", "prune", "tiny-F16", "--calibrate", calibration, "--keep", "0.5",
-                "--method", method, "--name", f"tiny-{method}",
-            )  # fmt: skip
-            tiny_rows.append(Row(f"pruned to 4, {method}", model_path(home, f"tiny-{method}"), []))
+        tiny_rows = pruned_rows(home, "tiny-F16", "tiny Qwen3-MoE F16 (8 experts)", calibration)
         measure(tiny_rows, args.rounds, args.threads, prompt, texts, settings)
         print("\n## Pruning a tiny random Qwen3-MoE (4 layers, width 256) to 50% of its experts\n")
         print_table(tiny_rows)
@@ -325,16 +319,23 @@ def main() -> None:
         )
 
         # 2. Pruning to 50% of the experts.
-        prune_rows = [Row("moe F16 (8 experts)", model_path(home, "moe-F16"), [])]
-        for method in ("reap", "frequency"):
-            lantern(
-                home, "moe", "prune", "moe-F16", "--calibrate", calibration, "--keep", "0.5",
-                "--method", method, "--name", f"moe-{method}",
-            )  # fmt: skip
-            prune_rows.append(Row(f"pruned to 4, {method}", model_path(home, f"moe-{method}"), []))
+        prune_rows = pruned_rows(home, "moe-F16", "moe F16 (8 experts)", calibration)
         measure(prune_rows, args.rounds, args.threads, prompt, texts, settings)
         print("\n## Pruning the split SmolLM2 to 50% of its experts\n")
         print_table(prune_rows)
+
+
+def pruned_rows(home: Path, source: str, label: str, calibration: str) -> list[Row]:
+    """The model and its halves pruned by REAP and by frequency on the calibration notes."""
+    rows = [Row(label, model_path(home, source), [])]
+    for method in ("reap", "frequency"):
+        pruned = f"{source}-{method}"
+        lantern(
+            home, "moe", "prune", source, "--calibrate", calibration, "--keep", "0.5",
+            "--method", method, "--name", pruned,
+        )  # fmt: skip
+        rows.append(Row(f"pruned to 4, {method}", model_path(home, pruned), []))
+    return rows
 
 
 def _ppl(rows: list[Row], label: str) -> float:

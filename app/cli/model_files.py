@@ -63,3 +63,10 @@ def read_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise ConversionError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def calibration_option(help_text: str):
+    """`--calibrate NOTES`: the notes folder (or file) a command measures the model on."""
+    return click.option(
+        "--calibrate", "notes_path", required=True, type=click.Path(path_type=Path), help=help_text
+    )

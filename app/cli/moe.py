@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.model_files import model_path, new_model, read_text, say
+from app.cli.model_files import calibration_option, model_path, new_model, read_text, say
 from app.gguf_file import inspect_gguf
 from app.sizes import human_bytes
 from quantize.errors import ConversionError
@@ -111,13 +111,7 @@ def _print_report(name: str, routing) -> None:
 
 @moe.command("prune")
 @click.argument("model")
-@click.option(
-    "--calibrate",
-    "notes_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Notes folder (or file) whose routing decides which experts stay.",
-)
+@calibration_option("Notes folder (or file) whose routing decides which experts stay.")
 @click.option("--keep", required=True, type=float, help="Fraction of each layer's experts to keep, e.g. 0.5.")
 @click.option("--method", default="reap", show_default=True, help="reap (saliency) or frequency.")
 @click.option("--name", help="Name of the pruned model in the store.")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.model_files import new_model, say
+from app.cli.model_files import calibration_option, new_model, say
 from app.sizes import human_bytes, human_count
 
 
@@ -16,13 +16,7 @@ from app.sizes import human_bytes, human_count
 @click.argument("src")
 @click.option("--experts", "experts", type=int, required=True, help="Experts per feed-forward block (N).")
 @click.option("--top-k", "top_k", type=int, required=True, help="Experts run per token (K).")
-@click.option(
-    "--calibrate",
-    "notes_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Notes folder or file: which neurons fire together, and what the routers learn from.",
-)
+@calibration_option("Notes folder or file: which neurons fire together, and what the routers learn from.")
 @click.option(
     "--recover-minutes", default=0.0, show_default=True, help="Fine-tune LoRA and routers this long."
 )
