@@ -32,8 +32,9 @@ SPLITTABLE = ("llama",)  # dense families whose blocks Mixtral's layers hold as 
 def check_splittable_type(model_type: str) -> None:
     if model_type not in SPLITTABLE:
         raise ConversionError(
-            f"`moe split` handles dense llama-family models (Llama, SmolLM, TinyLlama); this one is "
-            f"{model_type!r}, whose attention llama.cpp's llama MoE cannot hold"
+            "`moe split` handles dense llama-family models (Llama, SmolLM, TinyLlama): it writes "
+            "llama.cpp's llama architecture with experts, which holds their blocks as they are, not "
+            f"those of a {model_type!r} model"
         )
 
 
