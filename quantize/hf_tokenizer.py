@@ -20,7 +20,14 @@ from quantize.native_output import captured_native_output
 
 # llama.cpp pre-tokenizer names worth trying for byte-level BPE models, most likely first.
 PRE_TOKENIZER_CANDIDATES = (
-    "smollm", "llama-bpe", "qwen2", "gpt-4o", "gpt-2", "starcoder", "falcon", "default",
+    "smollm",
+    "llama-bpe",
+    "qwen2",
+    "gpt-4o",
+    "gpt-2",
+    "starcoder",
+    "falcon",
+    "default",
 )
 
 PROBE_TEXT = (

@@ -87,3 +87,19 @@ def embedder():
     from rag.embedder import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory) -> Path:
+    """The tiny models' 512-token BPE (tests/tiny_models.py), trained once for every module."""
+    from tests.tiny_models import write_small_tokenizer
+
+    return write_small_tokenizer(tmp_path_factory.mktemp("small-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_notes(tmp_path_factory) -> Path:
+    """Six pydoc topics as a notes folder: calibration text for the tiny models."""
+    from tests.tiny_models import write_topic_notes
+
+    return write_topic_notes(tmp_path_factory.mktemp("tiny-notes"))

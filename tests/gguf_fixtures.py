@@ -58,11 +58,16 @@ def write_one_tensor_gguf(path, arch: str) -> None:
     writer.close()
 
 
-def llama_cpp_logits(model, ids: list[int], adapter=None, scale: float = 1.0) -> np.ndarray:
-    """llama.cpp's logits for every position of ``ids``, with a LoRA adapter at ``scale`` if given."""
+def llama_cpp_logits(
+    model, ids: list[int], adapter=None, scale: float = 1.0, f32_cache: bool = False
+) -> np.ndarray:
+    """llama.cpp's logits for every position of ``ids``, with a LoRA adapter at ``scale`` if given;
+    ``f32_cache`` keeps the KV cache in F32 (llama.cpp's default F16 rounds attention's inputs)."""
     import llama_cpp
 
     extra = {"lora_path": str(adapter), "lora_scale": scale} if adapter else {}
+    if f32_cache:
+        extra.update(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     llm = llama_cpp.Llama(model_path=str(model), n_ctx=256, logits_all=True, verbose=False, **extra)
     try:
         llm.eval(ids)

@@ -21,98 +21,15 @@ import pytest
 
 from tests.conftest import lantern_at as lantern
 from tests.gguf_fixtures import llama_cpp_logits, write_one_tensor_gguf
-
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    initializer_range=0.2,  # spread-out logits: no near-ties for float rounding to flip
-    tie_word_embeddings=False,
-)
-EXPERTS = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64)
-
-
-def tiny_config(family: str, tokenizer):
-    import transformers
-
-    common = dict(
-        TINY,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return {
-        "llama": lambda: transformers.LlamaConfig(**common),
-        "qwen2": lambda: transformers.Qwen2Config(**common),
-        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=32),
-        "gemma3": lambda: transformers.Gemma3TextConfig(
-            **dict(common, tie_word_embeddings=True),
-            head_dim=32,
-            query_pre_attn_scalar=32,
-            sliding_window=512,
-        ),
-        "phi3": lambda: transformers.Phi3Config(**common, sliding_window=None),
-        "qwen2moe": lambda: transformers.Qwen2MoeConfig(
-            **common, **EXPERTS, shared_expert_intermediate_size=128
-        ),
-        "qwen3moe": lambda: transformers.Qwen3MoeConfig(
-            **common, **EXPERTS, head_dim=32, norm_topk_prob=True
-        ),
-    }[family]()
-
+from tests.tiny_models import tiny_folder
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3", "phi3", "qwen2moe", "qwen3moe"]
 MOE = {"qwen2moe", "qwen3moe"}
 
 
 @pytest.fixture(scope="module")
-def small_tokenizer(tmp_path_factory) -> Path:
-    """A byte-level BPE of 512 tokens trained on the pydoc topics, saved as tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(list(topics.values()), trainer)
-    folder = tmp_path_factory.mktemp("small-tokenizer")
-    PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHATML,
-    ).save_pretrained(folder)
-    return folder
-
-
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
 def family_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("families-home")
-
-
-@pytest.fixture(scope="module")
-def notes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("family-notes")
-    for topic in ("class", "while", "for", "try", "with", "assert"):
-        (folder / f"{topic}.md").write_text(f"# {topic}\n\n{topics[topic]}", encoding="utf-8")
-    return folder
 
 
 @dataclass(frozen=True)
@@ -121,21 +38,6 @@ class Converted:
     folder: Path  # the Hugging Face folder
     gguf: Path  # what `lantern convert --type F32` wrote
     config: object
-
-
-def tiny_folder(family: str, small_tokenizer: Path, root: Path) -> tuple[Path, object]:
-    import torch
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(small_tokenizer)
-    config = tiny_config(family, tokenizer)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    # llama.cpp reads Phi-3 special tokens into any model whose name says Phi-3: this vocabulary has none.
-    folder = root / f"tiny-{family.replace('phi3', 'mini')}"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, config
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -193,7 +95,7 @@ def test_gguf_to_torch_and_back_gives_identical_tensors(converted, tmp_path):
         )
 
 
-def test_q8_0_with_an_importance_matrix_from_notes_loads_and_generates(converted, notes, tmp_path):
+def test_q8_0_with_an_importance_matrix_from_notes_loads_and_generates(converted, tiny_notes, tmp_path):
     import llama_cpp
 
     from quantize.imatrix import compute_importance_matrix
@@ -202,7 +104,7 @@ def test_q8_0_with_an_importance_matrix_from_notes_loads_and_generates(converted
     from quantize.quantizer import quantize_gguf
 
     torch_model = _torch(converted.gguf)
-    imatrix = compute_importance_matrix(torch_model, read_notes(notes), max_tokens=1024)
+    imatrix = compute_importance_matrix(torch_model, read_notes(tiny_notes), max_tokens=1024)
     # Every matrix llama.cpp quantizes has its column statistics (routers stay F32, stacked experts
     # are no linear layers in torch, the embedding is a lookup).
     quantized_names = {

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from app.cli.main import cli
 from tests.gguf_fixtures import llama_cpp_logits, write_one_tensor_gguf
-from tests.test_families import small_tokenizer, tiny_config  # noqa: F401 - a fixture, shared
+from tests.tiny_models import tiny_config
 
 EXPERTS, USED, DEAD = 8, 2, (6, 7)
 
@@ -36,7 +36,7 @@ def lantern(home: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def moe_gguf(small_tokenizer, tmp_path_factory) -> Path:  # noqa: F811
+def moe_gguf(small_tokenizer, tmp_path_factory) -> Path:
     import torch
     import transformers
 

@@ -21,6 +21,7 @@ class SplitRequest:
     experts: int
     top_k: int
     recover_minutes: float = 0.0
+    recover_steps: int | None = None  # instead of minutes: the same training on every machine
     max_tokens: int = 8192
     window: int = 512
     seed: int = 0
@@ -81,9 +82,11 @@ def split_dense_model(
         recalls.append(fit.recall)
     model = build_moe_model(dense_model, partitions, routers, request.top_k)
     recovery = None
-    if request.recover_minutes > 0:
+    if request.recover_minutes > 0 or request.recover_steps:
         say(f"Recovering for at most {request.recover_minutes:g} minute(s) on the notes...")
-        model, recovery = recover(model, tokenizer, notes, request.recover_minutes, request.seed)
+        model, recovery = recover(
+            model, tokenizer, notes, request.recover_minutes, request.seed, request.recover_steps
+        )
     total, active = parameter_counts(model)
     return SplitResult(model, tuple(recalls), calibration.tokens, total, active, recovery)
 

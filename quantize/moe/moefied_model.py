@@ -105,10 +105,13 @@ def build_moe_model(dense_model, partitions: Sequence[np.ndarray], routers: Sequ
     state = {}
     for key, tensor in dense_model.state_dict().items():
         if ".mlp." not in key and not key.endswith("rotary_emb.inv_freq"):
-            state[key] = tensor.detach().float()
+            state[key] = tensor.detach().float().clone()  # the dense model stays as it was
     for index, layer in enumerate(dense_model.model.layers):
         neurons = torch.as_tensor(np.asarray(partitions[index]), dtype=torch.long)
-        gate, up = layer.mlp.gate_proj.weight.detach().float(), layer.mlp.up_proj.weight.detach().float()
+        gate, up = (
+            layer.mlp.gate_proj.weight.detach().float(),
+            layer.mlp.up_proj.weight.detach().float(),
+        )  # indexed: copies
         down = layer.mlp.down_proj.weight.detach().float()
         prefix = f"model.layers.{index}.mlp."
         state[prefix + "experts.gate_up_proj"] = torch.cat([gate[neurons], up[neurons]], dim=1)

@@ -56,9 +56,10 @@ def sequences_loss(model, sequences: list[list[int]]) -> float:
 
 
 def recover(
-    model, tokenizer, notes: NotesRead, minutes: float, seed: int = 0
+    model, tokenizer, notes: NotesRead, minutes: float, seed: int = 0, steps: int | None = None
 ) -> tuple[object, RecoveryResult]:
-    """Train for at most ``minutes``; returns the model (adapters merged) and the held-out losses."""
+    """Train for at most ``minutes`` (or exactly ``steps``: repeatable); returns the model (adapters
+    merged) and the held-out losses."""
     from quantize.twin.trainer import TwinTrainer, add_lora
     from quantize.twin.training_config import TrainingConfig
 
@@ -81,14 +82,17 @@ def recover(
         alpha=2.0 * RANK,
         train_layers=0,  # every layer: the split changed them all
         sequence_length=SEQUENCE_LENGTH,
-        max_minutes=minutes,
+        max_minutes=None if steps else minutes,
+        max_steps=steps,
         moe_experts="all",
         seed=seed,
         compile="off",  # routing gives every step other shapes: the compiler would start over
         checkpoint_seconds=float("inf"),
     )
     routers = [layer.mlp.gate.weight for layer in model.model.layers]
-    saved = [weight.detach().clone() for weight in routers]
+    # Kept to undo a training that did not help (peft's unload is not trusted to undo a LoRA on
+    # stacked experts, which it applies as a parametrization of the parameter).
+    saved = {key: value.detach().clone() for key, value in model.state_dict().items()}
     peft_model, cut = add_lora(model, config)
     groups = []
     if model.config.num_experts_per_tok < model.config.num_local_experts:
@@ -103,12 +107,8 @@ def recover(
         weight.requires_grad_(False)
     peft_model.eval()
     after = sequences_loss(peft_model, held)
+    merged = peft_model.merge_and_unload().eval()
     if after < before:
-        return peft_model.merge_and_unload().eval(), RecoveryResult(before, after, state.step, True)
-    restored = peft_model.unload().eval()
-    import torch
-
-    with torch.no_grad():
-        for layer, weight in zip(restored.model.layers, saved, strict=True):
-            layer.mlp.gate.weight.copy_(weight)
-    return restored, RecoveryResult(before, before, state.step, False)
+        return merged, RecoveryResult(before, after, state.step, True)
+    merged.load_state_dict(saved)
+    return merged, RecoveryResult(before, before, state.step, False)
