@@ -12,10 +12,7 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
-from app.cli.model_files import model_path as _model_path
-from app.cli.model_files import new_model as _new_model
-from app.cli.model_files import read_text as _read_text
-from app.cli.model_files import say as _say
+from app.cli.model_files import model_path, new_model, read_text, say
 from app.sizes import human_bytes
 from quantize.errors import ConversionError
 
@@ -44,10 +41,10 @@ def convert(ctx, src, out, out_type, name, force, verify):
     source = _source(ctx, src)
     store = assistant_from(ctx).models
     started = time.perf_counter()
-    with _new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
-        _say(f"Loading {source.path} into torch...")
+    with new_model(store, out, name, f"{source.name}-{out_type.lower()}", force) as (tmp, final_name, path):
+        say(f"Loading {source.path} into torch...")
         torch_model = load_torch_model(source)
-        _say(f"Writing {out_type} GGUF...")
+        say(f"Writing {out_type} GGUF...")
         export_gguf(torch_model, tmp, out_type, name=final_name)
         if verify:
             _report_fidelity(torch_model, source.path if source.kind == "gguf" else None, tmp)
@@ -65,7 +62,7 @@ def _report_fidelity(torch_model, source_gguf: Path | None, written: Path) -> No
         checks.insert(0, ("the source file", source_gguf))
     for label, path in checks:
         result = compare_logits(torch_model, path)
-        _say(
+        say(
             f"torch vs llama.cpp on {label}: top-1 agreement {result.top1_agreement:.2%} over "
             f"{result.positions} positions, max |logit diff| {result.max_abs_diff:.3f} "
             f"(mean {result.mean_abs_diff:.4f})"
@@ -102,10 +99,10 @@ def quantize(ctx, src, qtype_name, out, name, imatrix_from, force):
         if imatrix_from is not None or source.kind == "hf":
             imatrix, gguf_path, is_float = _torch_side(source, imatrix_from, stack, gguf_path, is_float)
         if not is_float:
-            _say(f"Note: {REQUANTIZE_NOTE}.")
-        target = _new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
+            say(f"Note: {REQUANTIZE_NOTE}.")
+        target = new_model(store, out, name, f"{source.name}-{qtype.name.lower()}", force)
         tmp, final_name, path = stack.enter_context(target)
-        _say(f"Quantizing to {qtype.name} with llama.cpp...")
+        say(f"Quantizing to {qtype.name} with llama.cpp...")
         quantize_gguf(gguf_path, is_float, tmp, qtype, imatrix)
     extra = f", importance matrix from {imatrix.tokens} tokens of notes" if imatrix else ""
     click.echo(
@@ -123,16 +120,16 @@ def _torch_side(source, imatrix_from, stack, gguf_path, is_float):
     from quantize.torch_bridge import load_torch_model
 
     notes = read_notes(imatrix_from) if imatrix_from is not None else None
-    _say(f"Loading {source.path} into torch...")
+    say(f"Loading {source.path} into torch...")
     torch_model = load_torch_model(source)
     if source.kind == "hf":
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lantern-convert-")))
         gguf_path, is_float = scratch / "f16.gguf", True
-        _say("Writing a temporary F16 GGUF...")
+        say("Writing a temporary F16 GGUF...")
         export_gguf(torch_model, gguf_path, "F16")
     imatrix = None
     if notes is not None:
-        _say(f"Running {len(notes.notes)} note file(s) for the importance matrix...")
+        say(f"Running {len(notes.notes)} note file(s) for the importance matrix...")
         imatrix = compute_importance_matrix(torch_model, notes)
     return imatrix, gguf_path, is_float
 
@@ -170,8 +167,8 @@ def eval_ppl(ctx, model, text_file, as_json, max_tokens, stride, window):
     """Perplexity of MODEL over a text (sliding window, through llama.cpp)."""
     from quantize.evaluation import measure_perplexity
 
-    name, path = _model_path(ctx, model)
-    result = measure_perplexity(path, name, _read_text(text_file), _settings(window, stride, max_tokens))
+    name, path = model_path(ctx, model)
+    result = measure_perplexity(path, name, read_text(text_file), _settings(window, stride, max_tokens))
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result)))
         return
@@ -190,10 +187,10 @@ def eval_compare(ctx, model_a, model_b, text_file, as_json, max_tokens, stride, 
     """Perplexity of A and B, KL divergence of B from A, top-1 agreement, size and speed."""
     from quantize.evaluation import compare_models
 
-    a_name, a_path = _model_path(ctx, model_a)
-    b_name, b_path = _model_path(ctx, model_b)
+    a_name, a_path = model_path(ctx, model_a)
+    b_name, b_path = model_path(ctx, model_b)
     settings = _settings(window, stride, max_tokens)
-    result = compare_models(a_path, a_name, b_path, b_name, _read_text(text_file), settings)
+    result = compare_models(a_path, a_name, b_path, b_name, read_text(text_file), settings)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result)))
         return

@@ -11,16 +11,13 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from
+from app.cli.model_files import say
 from app.errors import LanternError
 from app.model_store import check_model_name
 from app.sizes import human_bytes
 from app.twins import TwinRecord
 from quantize.twin.compile_choice import CHOICES as COMPILE_CHOICES
 from quantize.twin.training_config import DEFAULT_EPOCHS, MOE_EXPERT_CHOICES, TrainingConfig
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 @click.group()
@@ -166,7 +163,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
     bar = _ProgressBar(config)
     try:
         build = build_twin(
-            Path(notes), source, assistant.twins.folder(name), name, config, resume, _say, bar.update
+            Path(notes), source, assistant.twins.folder(name), name, config, resume, say, bar.update
         )
     except LanternError:
         bar.close()
@@ -175,7 +172,7 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
         raise
     except KeyboardInterrupt:
         bar.close()
-        _say(
+        say(
             "Stopped; the checkpoint is saved. Continue with: "
             f"lantern twin build {notes} --name {name} --resume"
         )
@@ -241,7 +238,7 @@ def twin_warm_up(ctx, base, rank, alpha, train_layers, seq_len, batch_size):
         batch_size=batch_size,
         max_steps=1,
     )
-    _say(f"Compiling a twin's trained layers for {source.name} (about half a minute on 2 cores)...")
+    say(f"Compiling a twin's trained layers for {source.name} (about half a minute on 2 cores)...")
     seconds = warm_up_compiled_layers(source, config)
     click.echo(
         f"Done in {seconds:.0f} s; the compiled layers are kept in {os.environ['TORCHINDUCTOR_CACHE_DIR']}: "
@@ -256,7 +253,7 @@ def _merge(assistant, build, source, name: str) -> str:
 
     base_type = source.summary.quantization if source.summary else "F16"
     merged_name = f"{name}-merged"
-    _say(f"Merging the adapter into {source.name} and writing {base_type}...")
+    say(f"Merging the adapter into {source.name} and writing {base_type}...")
     merged = build.peft_model.merge_and_unload()
     with assistant.models.new_model_file(merged_name) as out:
         if base_type in FLOAT_TYPES:
@@ -267,7 +264,7 @@ def _merge(assistant, build, source, name: str) -> str:
                 write_gguf(merged, f16, "F16", carried=build.torch_model.carried_metadata, name=merged_name)
                 quant = QUANT_TYPES.get(base_type, QUANT_TYPES["Q8_0"])
                 quantize_gguf(f16, True, out, quant)
-    _say(f"Merged model in the store as {merged_name}.")
+    say(f"Merged model in the store as {merged_name}.")
     return merged_name
 
 
@@ -427,7 +424,7 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     if not record.trained or not (folder / CHECKPOINT).is_file():
         raise LanternError(f"twin {name!r} has no trained adapter yet; build it first")
     found = dpo_pairs(assistant.conversations.preference_pairs())
-    _say(
+    say(
         f"{len(found.pairs)} preference pairs "
         f"({found.unpaired} ratings without a partner answer are not used)"
     )
@@ -445,7 +442,7 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     torch_model = load_torch_model(resolve_source(record.base_model, assistant.models))
     peft_model, _ = add_lora(torch_model.model, config)
     set_peft_model_state_dict(peft_model, torch.load(folder / CHECKPOINT, weights_only=False)["lora"])
-    _say(f"Running DPO for {steps} steps (beta {beta})...")
+    say(f"Running DPO for {steps} steps (beta {beta})...")
     report = tune_preferences(
         peft_model,
         torch_model.tokenizer,
