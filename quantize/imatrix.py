@@ -16,7 +16,7 @@ import numpy as np
 
 from quantize.families import family_for_model_type
 from quantize.family_tensors import gguf_name as tensor_gguf_name
-from quantize.notes_text import NotesRead
+from quantize.notes_text import NotesRead, note_token_ids
 from quantize.torch_bridge import TorchModel
 
 
@@ -76,12 +76,7 @@ def compute_importance_matrix(
         if isinstance(module, torch.nn.Linear) and (name := gguf_name(module_name)):
             handles.append(module.register_forward_pre_hook(collect(name)))
     output_matrix = collect(gguf_name("lm_head"))
-    ids: list[int] = []
-    for note in notes.notes:
-        ids += torch_model.tokenizer.encode(note.text + "\n\n", add_special_tokens=False)
-        if len(ids) >= max_tokens:
-            break
-    ids = ids[:max_tokens]
+    ids = note_token_ids(torch_model.tokenizer, notes, max_tokens)
     try:
         with torch.no_grad():
             for start in range(0, len(ids), window):

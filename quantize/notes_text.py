@@ -53,3 +53,13 @@ def read_notes(root: Path) -> NotesRead:
             detail = f"; skipped {len(skipped)} file(s), e.g. {skipped[0][0].name}: {skipped[0][1]}"
         raise ConversionError(f"no readable notes in {root}{detail}")
     return NotesRead(tuple(notes), tuple(skipped))
+
+
+def note_token_ids(tokenizer, notes: NotesRead, max_tokens: int) -> list[int]:
+    """The notes' first ``max_tokens`` tokens, each note followed by a blank line."""
+    ids: list[int] = []
+    for note in notes.notes:
+        ids += tokenizer.encode(note.text + "\n\n", add_special_tokens=False)
+        if len(ids) >= max_tokens:
+            break
+    return ids[:max_tokens]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantize.errors import ConversionError
-from quantize.notes_text import NotesRead
+from quantize.notes_text import NotesRead, note_token_ids
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,7 @@ class Calibration:
 
 def note_windows(tokenizer, notes: NotesRead, max_tokens: int, window: int) -> list[list[int]]:
     """The notes' tokens, cut into windows of ``window`` (the last may be shorter)."""
-    ids: list[int] = []
-    for note in notes.notes:
-        ids += tokenizer.encode(note.text + "\n\n", add_special_tokens=False)
-        if len(ids) >= max_tokens:
-            break
-    ids = ids[:max_tokens]
+    ids = note_token_ids(tokenizer, notes, max_tokens)
     if len(ids) < 2:
         raise ConversionError("the calibration notes hold fewer than 2 tokens of text; give more notes")
     return [ids[start : start + window] for start in range(0, len(ids), window)]
