@@ -25,7 +25,13 @@ class LanternService:
         name = model or assistant.config.default_model
         engine = assistant.engine(name)
         scheduler = BatchScheduler(
-            engine, slots=settings.slots, slot_context=settings.slot_context, max_waiting=settings.max_waiting
+            engine,
+            slots=settings.slots,
+            slot_context=settings.slot_context,
+            max_waiting=settings.max_waiting,
+            state_cache=assistant.state_cache(engine, streams=settings.slots),
+            token_gap_ms=assistant.config.runtime.token_gap_ms,
+            reuse_prefix=settings.reuse_prefix,
         )
         return cls(assistant, scheduler, device_registry(assistant), settings, name)
 

@@ -12,6 +12,7 @@ from app.conversations import Conversation, ConversationStore
 from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
 from app.home import DataHome
+from app.kv_states import StateCache, context_fingerprint
 from app.memory import Memory, secret_from_environment
 from app.model_store import ModelStore, looks_like_path
 from app.twins import TwinStore
@@ -94,7 +95,7 @@ class Assistant:
                 name_in_store = name
             entry = self.models.resolve(name_in_store)
             runtime = self.config.runtime
-            self._engines[name] = Engine(
+            engine = Engine(
                 entry.path,
                 context_length=runtime.context_length,
                 threads=runtime.threads,
@@ -102,7 +103,22 @@ class Assistant:
                 lora_path=adapter,
                 lora_scale=scale,
             )
+            engine.state_cache = self.state_cache(engine, streams=1)
+            self._engines[name] = engine
         return self._engines[name]
+
+    def state_cache(self, engine: Engine, streams: int) -> StateCache | None:
+        """Where conversations' KV states are kept for ``engine`` in a context of ``streams``
+        KV streams: memory, and the data home unless the memory is encrypted (a state is
+        derived from the chat, and so from the notes in it)."""
+        runtime = self.config.runtime
+        spill = None
+        if runtime.state_disk_mb > 0 and not self.memory.is_encrypted():
+            fingerprint = context_fingerprint(engine.model_path, engine.lora_path, engine.lora_scale, streams)
+            spill = self.home.kv_states_dir / fingerprint
+        if runtime.state_cache_mb <= 0 and spill is None:
+            return None
+        return StateCache(runtime.state_cache_mb * 2**20, spill, runtime.state_disk_mb * 2**20)
 
     def model_key(self, model: str | None) -> str:
         """The name a model is loaded and saved under: a store or twin name as given, a file's
@@ -125,6 +141,7 @@ class Assistant:
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        speculative: str | None = None,
     ) -> GenerationSettings:
         """Generation settings from the config, with any given overrides."""
         defaults = self.config.generation
@@ -133,6 +150,7 @@ class Assistant:
             temperature=temperature if temperature is not None else defaults.temperature,
             top_p=top_p if top_p is not None else defaults.top_p,
             seed=seed if seed is not None else defaults.seed,
+            speculative=speculative or self.config.runtime.speculative,
         )
         if settings.max_tokens < 1:
             raise LanternError("max tokens must be at least 1")
@@ -178,5 +196,5 @@ class Assistant:
         if self._conversations is not None:
             self._conversations.close()
         for engine in self._engines.values():
-            engine.llm.close()
+            engine.close()
         self._engines.clear()

@@ -1,20 +1,22 @@
 """Continuous batching: many answers decoded together as sequences of one llama.cpp batch.
 
 One scheduler thread owns a llama.cpp context with ``slots`` KV sequences. Each step it puts the
-next token of every answering sequence, and as many prompt tokens of newly admitted requests as
-fit, into one ``llama_batch`` and calls ``llama_decode`` once, so four clients cost little more
-than one on a memory-bound CPU. Requests wait their turn in a bounded FIFO queue (fair: first
-come, first served); a consumer that goes away cancels its sequence, which frees the slot on the
-next step.
+next token of every answering sequence (and its drafted tokens, when speculating), and as many
+prompt tokens of newly admitted requests as the step's time bound allows, into one
+``llama_batch`` and calls ``llama_decode`` once, so four clients cost little more than one on a
+memory-bound CPU. Requests wait their turn in a bounded FIFO queue (fair: first come, first
+served); a consumer that goes away cancels its sequence, which frees the slot on the next step.
+
+Every client resends the whole conversation each turn, so a sequence keeps its KV cells after
+its answer: the next request goes to the free sequence that shares the longest token prefix
+with it, and only the rest is evaluated. A sequence taken over by another conversation first
+saves its state into a bounded cache, from which the conversation resumes when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
-import ctypes
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,10 +25,15 @@ import llama_cpp
 
 from app.chat_template import ChatMessage
 from app.context_budget import PromptPlan, fit_to_context
-from app.engine import ChatResult, Engine, GenerationSettings, _StopMatcher
+from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampler, verify_draft
+from app.engine import ChatResult, Engine
+from app.engine_text import StopMatcher
 from app.errors import LanternError
+from app.kv_states import MIN_TOKENS_WORTH_SAVING, StateCache
+from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
 _DONE = object()
+MIN_PREFILL_CHUNK = 8  # prompt tokens per step at least, however tight the time bound
 
 
 class QueueFullError(LanternError):
@@ -71,30 +78,87 @@ class BatchedStream:
         return item
 
 
-@dataclass
-class _Slot:
+@dataclass(eq=False)
+class _Sequence:
+    """One KV sequence of the context and the tokens its cells hold (kept between answers)."""
+
     seq_id: int
+    held: TokenHistory = field(default_factory=TokenHistory)
+    last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class _Slot:
+    """An answer in progress on a sequence."""
+
+    sequence: _Sequence
     stream: BatchedStream
-    sampler: ctypes.c_void_p
-    pending: list[int]  # prompt tokens not decoded yet
-    position: int = 0
-    last_token: int = -1
-    logits_index: int = -1  # where this slot's logits are in the current batch, -1: none
-    completion_tokens: int = 0
-    pieces: list[str] = field(default_factory=list)
+    sampler: object
+    answer: AnswerText
+    known: TokenHistory  # prompt and answer tokens so far: the first ``position`` are in the KV cells
+    position: int  # tokens of ``known`` already in the KV cells
+    reused: int  # prompt tokens that were in the cells (or a saved state) before this answer
+    speculate: bool
+    first_row: int = -1  # batch row whose logits give this slot's next token, -1: none this step
+    draft: list[int] = field(default_factory=list)
+    drafted: int = 0
+    accepted: int = 0
     first_token_at: float | None = None
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    stops: _StopMatcher | None = None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.position < len(self.stream.plan.tokens)
+
+
+@dataclass
+class _StepCosts:
+    """What a step costs, learnt from the steps so far: a step of next tokens only, and each
+    prompt token on top. Used to bound the prompt tokens a step may carry while others stream."""
+
+    decode_s: float | None = None
+    prompt_token_s: float | None = None
+
+    def learn(self, seconds: float, decode_rows: int, prompt_rows: int) -> None:
+        if prompt_rows == 0 and decode_rows > 0:
+            self.decode_s = _ema(self.decode_s, seconds)
+        elif prompt_rows >= 16:
+            extra = seconds - (self.decode_s or 0.0) if decode_rows else seconds
+            self.prompt_token_s = _ema(self.prompt_token_s, max(extra, 0.0) / prompt_rows)
+
+    def prompt_budget(self, gap_s: float | None, capacity: int) -> int:
+        if self.decode_s is None or self.prompt_token_s is None or self.prompt_token_s <= 0:
+            return min(capacity, 64)  # until both are measured: a small chunk is safe
+        bound = gap_s if gap_s is not None else 2 * self.decode_s
+        return max(MIN_PREFILL_CHUNK, min(capacity, int((bound - self.decode_s) / self.prompt_token_s)))
+
+
+def _ema(previous: float | None, value: float, weight: float = 0.2) -> float:
+    return value if previous is None else (1 - weight) * previous + weight * value
 
 
 class BatchScheduler:
-    def __init__(self, engine: Engine, slots: int = 4, slot_context: int = 2048, max_waiting: int = 16):
+    def __init__(
+        self,
+        engine: Engine,
+        slots: int = 4,
+        slot_context: int = 2048,
+        max_waiting: int = 16,
+        *,
+        state_cache: StateCache | None = None,
+        token_gap_ms: float = 0,
+        reuse_prefix: bool = True,
+    ):
+        """``state_cache``: where sequences taken over by another conversation keep their state
+        (None: no saving). ``token_gap_ms``: the longest a streaming answer should wait between
+        tokens while prompts are evaluated beside it; 0: twice a plain decoding step.
+        ``reuse_prefix=False`` evaluates every prompt whole (for comparisons)."""
         self.engine = engine
         self.slots = slots
         self.slot_context = min(slot_context, engine.context_length)
         self.max_waiting = max_waiting
+        self.state_cache = state_cache if reuse_prefix else None
+        self.reuse_prefix = reuse_prefix
+        self.token_gap_s = token_gap_ms / 1000 if token_gap_ms > 0 else None
         model = engine.llm._model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.slot_context * slots
@@ -110,10 +174,12 @@ class BatchScheduler:
             raise LanternError("llama.cpp could not create a batched context; lower the slots")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = model.vocab
-        self._n_batch = engine.llm.n_batch
-        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._writer = BatchWriter(engine.llm.n_batch)
+        self._sequences = [_Sequence(seq_id) for seq_id in range(slots)]
         self._waiting: collections.deque[BatchedStream] = collections.deque()
         self._active: dict[int, _Slot] = {}
+        self._costs = _StepCosts()
+        self.longest_step_s = 0.0  # of steps that carried a streaming answer's next token
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="lantern-batch", daemon=True)
@@ -163,7 +229,12 @@ class BatchScheduler:
             self._finish(slot, "error", closing)
         while self._waiting:
             self._waiting.popleft()._emit(closing)
-        llama_cpp.llama_batch_free(self._batch)
+        if self.state_cache is not None and self.state_cache.spill_dir is not None:
+            # Conversations resume warm after a restart.
+            for sequence in self._sequences:
+                self.state_cache.save(self._ctx, sequence.seq_id, sequence.held.view())
+            self.state_cache.flush()
+        self._writer.free()
         llama_cpp.llama_free(self._ctx)
 
     # --- the scheduler thread ---------------------------------------------------------------
@@ -175,119 +246,179 @@ class BatchScheduler:
                     self._wake.wait()
                 if self._closing:
                     break
-                self._admit()
+                admitted = self._admit()
             try:
+                self._prepare(admitted)
                 self._step()
             except Exception as exc:  # a failed decode ends every answer in it, not the server
                 for slot in list(self._active.values()):
                     self._finish(slot, "error", LanternError(f"generation failed: {exc}"))
 
-    def _admit(self) -> None:
-        free = [s for s in range(self.slots) if s not in self._active]
+    def _admit(self) -> list[_Slot]:
+        """Give waiting requests, first come first served, the free sequences that hold most of
+        their prompts already. Runs under the lock; the KV work happens in ``_prepare``."""
+        free = [s for s in self._sequences if s.seq_id not in self._active]
+        admitted = []
         while free and self._waiting:
             stream = self._waiting.popleft()
             if stream.cancelled:
                 stream._emit(_DONE)
                 continue
-            seq_id = free.pop(0)
-            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-            self._active[seq_id] = _Slot(
-                seq_id=seq_id,
+            tokens = stream.plan.tokens
+            # Longest shared prefix first; among equals an empty sequence, then the least recently used.
+            sequence = max(free, key=lambda s: (s.held.common_prefix(tokens), -len(s.held), -s.last_used))
+            free.remove(sequence)
+            settings = stream.settings
+            slot = _Slot(
+                sequence=sequence,
                 stream=stream,
-                sampler=self._sampler(stream.settings),
-                pending=list(stream.plan.tokens),
-                stops=_StopMatcher(stream.settings.stop + self.engine.template.stops),
+                sampler=make_sampler(settings),
+                answer=AnswerText(
+                    self.engine._pieces,
+                    self._vocab,
+                    StopMatcher(settings.stop + self.engine.template.stops),
+                    stream.plan.max_new_tokens,
+                ),
+                known=TokenHistory(tokens),
+                position=0,
+                reused=0,
+                speculate=settings.speculative == "prompt-lookup",
             )
+            self._active[sequence.seq_id] = slot
+            admitted.append(slot)
+        return admitted
 
-    def _sampler(self, settings: GenerationSettings):
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if settings.temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            seed = settings.seed if settings.seed is not None else secrets.randbits(31)
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(settings.top_p, 1))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(settings.temperature))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
-
-    def _add(self, token: int, position: int, seq_id: int, logits: bool) -> int:
-        batch, i = self._batch, self._batch.n_tokens
-        batch.token[i] = token
-        batch.pos[i] = position
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = logits
-        batch.n_tokens = i + 1
-        return i
+    def _prepare(self, admitted: list[_Slot]) -> None:
+        """Keep what each new answer's sequence shares with its prompt, or restore a saved state
+        that shares more; save what is about to be overwritten if it is worth keeping."""
+        for slot in admitted:
+            sequence, tokens = slot.sequence, slot.stream.plan.tokens
+            held = sequence.held
+            # One prompt token must always run, to give the logits of the first answer token.
+            shared = min(held.common_prefix(tokens), len(tokens) - 1) if self.reuse_prefix else 0
+            saved, saved_shared = (None, 0)
+            if self.state_cache is not None:
+                saved, saved_shared = self.state_cache.best_match(tokens)
+                saved_shared = min(saved_shared, len(tokens) - 1)
+                if len(held) - shared >= MIN_TOKENS_WORTH_SAVING:
+                    self.state_cache.save(self._ctx, sequence.seq_id, held.view())
+            seq_id = sequence.seq_id
+            if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
+                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+                if self.state_cache.restore(self._ctx, saved, seq_id):
+                    held = TokenHistory(saved.tokens.tolist())
+                    shared = saved_shared
+                else:
+                    held, shared = TokenHistory(), 0
+            if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, shared, -1):
+                # Some caches (sliding-window, recurrent) cannot drop a tail: start this one afresh.
+                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+                shared = 0
+            held.truncate(shared)
+            sequence.held = held
+            slot.position = slot.reused = shared
 
     def _step(self) -> None:
         for slot in [s for s in self._active.values() if s.stream.cancelled]:
             self._finish(slot, "cancelled")
         if not self._active:
             return
-        self._batch.n_tokens = 0
-        decoding = [s for s in self._active.values() if not s.pending]
-        for slot in decoding:  # one next token for every answer under way
-            slot.logits_index = self._add(slot.last_token, slot.position, slot.seq_id, True)
-            slot.position += 1
-        for slot in self._active.values():  # then prompt tokens, as many as fit
-            if not slot.pending:
+        writer = self._writer
+        writer.clear()
+        decoding = [s for s in self._active.values() if not s.prefilling]
+        for slot in decoding:  # the next token of every answer under way, and its drafts
+            seq_id = slot.sequence.seq_id
+            slot.first_row = writer.add(slot.known.view()[-1], slot.position, seq_id, True)
+            slot.draft = []
+            if slot.speculate:
+                room = min(MAX_DRAFT, slot.answer.max_new_tokens - slot.answer.completion_tokens - 1)
+                room = min(room, self.slot_context - slot.position - 2, writer.room - len(decoding))
+                slot.draft = slot.known.draft(room) if room > 0 else []
+                for k, token in enumerate(slot.draft):
+                    writer.add(token, slot.position + 1 + k, seq_id, True)
+        decode_rows = writer.size
+        budget = writer.room
+        if decoding:
+            budget = min(budget, self._costs.prompt_budget(self.token_gap_s, writer.room))
+        for slot in self._active.values():  # then prompt tokens, within the step's bound
+            if not slot.prefilling:
                 continue
-            room = self._n_batch - self._batch.n_tokens
-            if room <= 0:
-                slot.logits_index = -1
+            slot.first_row = -1
+            if budget <= 0:
                 continue
-            chunk, slot.pending = slot.pending[:room], slot.pending[room:]
-            for k, token in enumerate(chunk):
-                last = not slot.pending and k == len(chunk) - 1
-                index = self._add(token, slot.position, slot.seq_id, last)
+            tokens = slot.stream.plan.tokens
+            chunk = tokens[slot.position : slot.position + budget]
+            budget -= len(chunk)
+            for token in chunk:
+                last = slot.position == len(tokens) - 1
+                row = writer.add(token, slot.position, slot.sequence.seq_id, last)
                 slot.position += 1
-            slot.logits_index = index if not slot.pending else -1
-        status = llama_cpp.llama_decode(self._ctx, self._batch)
+            slot.first_row = row if not slot.prefilling else -1
+        started = time.perf_counter()
+        status = llama_cpp.llama_decode(self._ctx, writer.batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
+        took = time.perf_counter() - started
+        self._costs.learn(took, decode_rows, writer.size - decode_rows)
+        if decoding:
+            self.longest_step_s = max(self.longest_step_s, took)
         for slot in list(self._active.values()):
-            if slot.logits_index >= 0:
-                self._sample(slot)
+            if slot.first_row >= 0:
+                self._sample(slot, in_decoding=any(slot is d for d in decoding))
 
-    def _sample(self, slot: _Slot) -> None:
-        token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, slot.logits_index)
-        slot.logits_index = -1
+    def _sample(self, slot: _Slot, in_decoding: bool) -> None:
+        sampled = verify_draft(slot.sampler, self._ctx, slot.first_row, slot.draft)
+        slot.first_row = -1
+        if in_decoding:
+            # The previous token and the accepted drafts are now in the cells; drop the rejected.
+            kept = slot.position + len(sampled)
+            if len(sampled) <= len(slot.draft):
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.sequence.seq_id, kept, -1)
+            slot.drafted += len(slot.draft)
+            slot.accepted += len(sampled) - 1
+            slot.position = kept
         if slot.first_token_at is None:
             slot.first_token_at = time.perf_counter()
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            self._finish(slot, "stop")
-            return
-        slot.completion_tokens += 1
-        slot.last_token = token
-        text, hit_stop = slot.stops.feed(slot.decoder.decode(self.engine._pieces[token]))
-        if text:
-            slot.pieces.append(text)
-            slot.stream._emit(text)
-        if hit_stop:
-            self._finish(slot, "stop")
-        elif slot.completion_tokens >= slot.stream.plan.max_new_tokens:
-            self._finish(slot, "length")
+        for token in sampled:
+            slot.known.append(token)
+            text = slot.answer.take(token)
+            if text:
+                slot.stream._emit(text)
+            if slot.answer.finish_reason is not None:
+                self._finish(slot, slot.answer.finish_reason)
+                return
 
     def _finish(self, slot: _Slot, reason: str, error: BaseException | None = None) -> None:
-        self._active.pop(slot.seq_id, None)
-        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        sequence = slot.sequence
+        self._active.pop(sequence.seq_id, None)
+        if error is None:
+            # Exactly what the cells hold, for the next request (drafts accepted past the end of
+            # the answer are dropped from both).
+            slot.known.truncate(slot.position)
+            if slot.position > len(slot.known):
+                llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, len(slot.known), -1)
+            sequence.held = slot.known
+        else:  # after a failed decode the cells' contents are unknown
+            llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            sequence.held = TokenHistory()
+        sequence.last_used = time.monotonic()
         llama_cpp.llama_sampler_free(slot.sampler)
-        tail = slot.stops.flush() + slot.decoder.decode(b"", final=True) if reason != "cancelled" else ""
+        tail = slot.answer.tail() if reason != "cancelled" else ""
         if tail:
-            slot.pieces.append(tail)
             slot.stream._emit(tail)
         ended = time.perf_counter()
         plan = slot.stream.plan
         slot.stream.result = ChatResult(
-            text="".join(slot.pieces),
+            text=slot.answer.text,
             finish_reason=reason,
             prompt_tokens=len(plan.tokens),
-            prompt_tokens_evaluated=len(plan.tokens),
-            completion_tokens=slot.completion_tokens,
+            prompt_tokens_evaluated=len(plan.tokens) - slot.reused,
+            completion_tokens=slot.answer.completion_tokens,
             dropped_messages=plan.dropped_messages,
             time_to_first_token_s=(slot.first_token_at or ended) - slot.stream.submitted_at,
             total_s=ended - slot.stream.submitted_at,
+            draft_tokens=slot.drafted,
+            accepted_draft_tokens=slot.accepted,
         )
         slot.stream._emit(error if error is not None else _DONE)
 

@@ -14,11 +14,18 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline on the user's own computer."
 
 
+SPECULATIVE_CHOICES = ("off", "prompt-lookup")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     context_length: int = 4096
     threads: int = 0  # 0: one thread per CPU core
     batch_size: int = 512
+    speculative: str = "off"  # "prompt-lookup": guess tokens from n-grams of the chat, checked by the model
+    state_cache_mb: int = 256  # memory for saved conversation states (resume warm); 0: none
+    state_disk_mb: int = 1024  # the same on disk in the data home (not with an encrypted memory); 0: none
+    token_gap_ms: int = 0  # serve: longest pause of a streaming answer while prompts run; 0: auto
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ system_prompt = "{DEFAULT_SYSTEM_PROMPT}"
 context_length = 4096   # tokens the model sees at once; old turns are trimmed to fit
 threads = 0             # 0 means one per CPU core
 batch_size = 512
+speculative = "off"     # "prompt-lookup": guess tokens from the chat itself (same answers)
+state_cache_mb = 256    # memory for saved conversation states, so a conversation that returns resumes warm
+state_disk_mb = 1024    # the same on disk in the data home (never with an encrypted memory); 0 turns it off
+token_gap_ms = 0        # serve: longest pause of a streaming answer while new prompts run; 0 means auto
 
 [generation]
 temperature = 0.2       # higher is more varied, lower more focused
@@ -110,6 +121,13 @@ def _validate(config: Config) -> Config:
         (rt.context_length >= 256, "runtime.context_length must be at least 256"),
         (rt.threads >= 0, "runtime.threads must be 0 (auto) or a positive count"),
         (rt.batch_size >= 1, "runtime.batch_size must be positive"),
+        (
+            rt.speculative in SPECULATIVE_CHOICES,
+            f"runtime.speculative must be one of {', '.join(SPECULATIVE_CHOICES)}",
+        ),
+        (rt.state_cache_mb >= 0, "runtime.state_cache_mb must be 0 (off) or a size in MB"),
+        (rt.state_disk_mb >= 0, "runtime.state_disk_mb must be 0 (off) or a size in MB"),
+        (rt.token_gap_ms >= 0, "runtime.token_gap_ms must be 0 (auto) or milliseconds"),
         (0.0 <= gen.temperature <= 5.0, "generation.temperature must be between 0 and 5"),
         (0.0 < gen.top_p <= 1.0, "generation.top_p must be in (0, 1]"),
         (gen.max_tokens >= 1, "generation.max_tokens must be positive"),

@@ -6,10 +6,7 @@ already in the cache (the usual case in a multi-turn chat) only evaluates the ne
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import os
-import secrets
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -17,21 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
 
 from app.chat_template import ChatMessage, ChatTemplate, fallback_template, validate_messages
 from app.context_budget import PromptPlan, fit_to_context
+from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampler, verify_draft
+from app.engine_text import StopMatcher, TokenPieces
 from app.errors import LanternError
+from app.kv_states import MIN_TOKENS_WORTH_SAVING, StateCache
 from app.llama_log import quiet_llama_cpp
+from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
+__all__ = ["ChatResult", "ChatStream", "Engine", "GenerationSettings"]
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_tokens: int = 512
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int | None = None  # None: a fresh random seed for every answer
-    stop: tuple[str, ...] = ()
+DEFAULT_SETTINGS = GenerationSettings()
 
 
 @dataclass(frozen=True)
@@ -44,6 +39,8 @@ class ChatResult:
     dropped_messages: int  # old messages trimmed to fit the context window
     time_to_first_token_s: float
     total_s: float
+    draft_tokens: int = 0  # tokens guessed by prompt lookup and checked by the model
+    accepted_draft_tokens: int = 0  # of those, the ones the model agreed with
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -51,68 +48,6 @@ class ChatResult:
         if self.completion_tokens < 2 or decode_s <= 0:
             return 0.0
         return (self.completion_tokens - 1) / decode_s
-
-
-def _common_prefix_length(cached: np.ndarray, tokens: list[int]) -> int:
-    n = min(len(cached), len(tokens))
-    if n == 0:
-        return 0
-    differs = np.flatnonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))
-    return int(differs[0]) if differs.size else n
-
-
-class _TokenPieces:
-    """Token id -> the bytes it stands for, memoised (decoding is on the streaming hot path)."""
-
-    def __init__(self, vocab):
-        self._vocab = vocab
-        self._buffer = ctypes.create_string_buffer(64)
-        self._cache: dict[int, bytes] = {}
-
-    def __getitem__(self, token: int) -> bytes:
-        piece = self._cache.get(token)
-        if piece is None:
-            piece = self._cache[token] = self._decode(token)
-        return piece
-
-    def _decode(self, token: int) -> bytes:
-        size = len(self._buffer)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, size, 0, False)
-        if n < 0:  # the buffer was too small; -n is the size needed
-            self._buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, -n, 0, False)
-        return self._buffer.raw[:n]
-
-
-class _StopMatcher:
-    """Finds stop sequences in streamed text, holding back what might be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = tuple(s for s in stops if s)
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop sequence was hit)."""
-        if not self.stops:
-            return text, False
-        self.pending += text
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.pending = self.pending[: min(hits)], ""
-            return out, True
-        hold = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(stop[:k]):
-                    hold = max(hold, k)
-                    break
-        cut = len(self.pending) - hold
-        out, self.pending = self.pending[:cut], self.pending[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 class ChatStream:
@@ -140,6 +75,10 @@ class ChatStream:
         """Stop generating (a reader went away); the engine stays usable."""
         if self._pieces is not None:
             self._pieces.close()
+
+
+class _CellsLost(LanternError):
+    """A decode failed and the KV cells were cleared."""
 
 
 class Engine:
@@ -170,8 +109,12 @@ class Engine:
             self.llm = self._load(trained, batch_size)
         self.context_length = self.llm.n_ctx()
         self.template = self._load_template()
-        self._pieces = _TokenPieces(self.llm._model.vocab)
+        self._pieces = TokenPieces(self.llm._model.vocab)
         self._lock = threading.Lock()
+        self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
+        self._held = TokenHistory()  # the tokens the KV cells hold, in order
+        self._writer = BatchWriter(self.llm.n_batch)
+        self.state_cache: StateCache | None = None  # set by the owner to resume chats across processes
 
     def _load(self, context_length: int, batch_size: int) -> llama_cpp.Llama:
         adapter = {}
@@ -188,6 +131,10 @@ class Engine:
                 # Memory-mapped: pages of a Mixture-of-Experts' experts that no token routes to are
                 # never read, so they need not be resident (and the OS may drop them again).
                 use_mmap=True,
+                # With flash attention llama.cpp computes a token's logits the same whether it runs
+                # alone or in a batch, so speculative decoding gives exactly the plain answer (without
+                # it the attention sums change with the KV length and near-ties flip).
+                flash_attn=True,
                 verbose=False,
                 **adapter,
             )
@@ -229,10 +176,24 @@ class Engine:
 
     def forget_cache(self) -> None:
         """Drop the KV cache, so the next prompt is evaluated from scratch."""
-        self.llm.reset()
+        with self._lock:
+            self.llm.reset()
+            llama_cpp.llama_memory_clear(self._memory, True)
+            self._held = TokenHistory()
+
+    def close(self) -> None:
+        """Free the model; with a state cache that spills to disk, the chat in the KV cells is
+        saved first, so ``lantern ask -c`` in the next process resumes it warm."""
+        with self._lock:
+            cache = self.state_cache
+            if cache is not None and cache.spill_dir is not None:
+                cache.save(self.llm.ctx, 0, self._held.view())
+                cache.flush()
+            self._writer.free()
+            self.llm.close()
 
     def stream_chat(
-        self, messages: list[ChatMessage], settings: GenerationSettings = GenerationSettings()
+        self, messages: list[ChatMessage], settings: GenerationSettings = DEFAULT_SETTINGS
     ) -> ChatStream:
         """Start answering the conversation; its last message must be the user's.
 
@@ -245,7 +206,7 @@ class Engine:
         return stream
 
     def chat(
-        self, messages: list[ChatMessage], settings: GenerationSettings = GenerationSettings()
+        self, messages: list[ChatMessage], settings: GenerationSettings = DEFAULT_SETTINGS
     ) -> ChatResult:
         stream = self.stream_chat(messages, settings)
         for _ in stream:
@@ -259,62 +220,115 @@ class Engine:
         with self._lock:
             plan = stream.plan
             tokens = plan.tokens
-            llm = self.llm
-            reuse = 0
-            if self.reuse_prefix:
-                reuse = _common_prefix_length(llm.input_ids[: llm.n_tokens], tokens)
-                reuse = min(reuse, len(tokens) - 1)  # one token must run to produce logits
-            llm.n_tokens = reuse  # eval() drops the KV cells past this point
-
-            llm.set_seed(settings.seed if settings.seed is not None else secrets.randbits(31))
-            vocab = llm._model.vocab
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            stops = _StopMatcher(settings.stop + self.template.stops)
-            pieces: list[str] = []
-            first_token_at = None
-            finish_reason = "length"
-            completion = 0
-            generator = llm.generate(
-                tokens[reuse:],
-                temp=settings.temperature,
-                top_p=settings.top_p,
-                reset=False,
+            reused = self._reuse_cells(tokens)
+            known = TokenHistory(tokens)
+            position = reused  # tokens of ``known`` in the KV cells
+            sampler = make_sampler(settings)
+            answer = AnswerText(
+                self._pieces,
+                self.llm._model.vocab,
+                StopMatcher(settings.stop + self.template.stops),
+                plan.max_new_tokens,
             )
+            speculate = settings.speculative == "prompt-lookup"
+            drafted = accepted = 0
+            first_token_at = None
+            finish_reason = "cancelled"
             try:
-                for token in generator:
-                    if stream.cancelled:
-                        finish_reason = "cancelled"
+                row = -1
+                while position < len(tokens):  # the prompt, in batches
+                    row = self._decode(tokens[position : position + self._writer.capacity], position)
+                    position = min(len(tokens), position + self._writer.capacity)
+                draft: list[int] = []
+                while not stream.cancelled:
+                    sampled = verify_draft(sampler, self.llm.ctx, row, draft)
+                    if draft:
+                        kept = position + len(sampled) - 1
+                        if len(sampled) <= len(draft):  # drop the rejected drafts' cells
+                            llama_cpp.llama_memory_seq_rm(self._memory, 0, kept, -1)
+                        drafted, accepted = drafted + len(draft), accepted + len(sampled) - 1
+                        position = kept
+                    first_token_at = first_token_at or time.perf_counter()
+                    for token in sampled:
+                        known.append(token)
+                        text = answer.take(token)
+                        if text:
+                            yield text
+                        if answer.finish_reason is not None:
+                            break
+                    if answer.finish_reason is not None:
+                        finish_reason = answer.finish_reason
                         break
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        finish_reason = "stop"
-                        break
-                    completion += 1
-                    text, hit_stop = stops.feed(decoder.decode(self._pieces[token]))
-                    if text:
-                        pieces.append(text)
-                        yield text
-                    if hit_stop:
-                        finish_reason = "stop"
-                        break
-                    if completion >= plan.max_new_tokens:
-                        break
-                # Text held back as a possible stop sequence never became one: send it.
-                tail = stops.flush() + decoder.decode(b"", final=True)
-                if tail:
-                    pieces.append(tail)
-                    yield tail
+                    room = min(MAX_DRAFT, plan.max_new_tokens - answer.completion_tokens - 1)
+                    room = min(room, self.context_length - position - 2, self._writer.capacity - 1)
+                    draft = known.draft(room) if speculate and room > 0 else []
+                    row = self._decode([int(known.view()[-1]), *draft], position, all_logits=True)
+                    position += 1
+                if finish_reason != "cancelled":
+                    tail = answer.tail()  # text held back as a possible stop sequence that never was one
+                    if tail:
+                        yield tail
+            except _CellsLost:
+                known, position = TokenHistory(), 0
+                raise
             finally:
-                generator.close()
+                llama_cpp.llama_sampler_free(sampler)
+                self._keep_cells(known, position)
                 ended = time.perf_counter()
                 stream.result = ChatResult(
-                    text="".join(pieces),
+                    text=answer.text,
                     finish_reason=finish_reason,
                     prompt_tokens=len(tokens),
-                    prompt_tokens_evaluated=len(tokens) - reuse,
-                    completion_tokens=completion,
+                    prompt_tokens_evaluated=len(tokens) - reused,
+                    completion_tokens=answer.completion_tokens,
                     dropped_messages=plan.dropped_messages,
                     time_to_first_token_s=(first_token_at or ended) - started,
                     total_s=ended - started,
+                    draft_tokens=drafted,
+                    accepted_draft_tokens=accepted,
                 )
+
+    def _decode(self, tokens: list[int], position: int, all_logits: bool = False) -> int:
+        """Run ``tokens`` from ``position`` on; returns the batch row of the first token whose
+        logits were asked for (all of them, or the last)."""
+        writer = self._writer
+        writer.clear()
+        for k, token in enumerate(tokens):
+            writer.add(token, position + k, 0, all_logits or k == len(tokens) - 1)
+        status = llama_cpp.llama_decode(self.llm.ctx, writer.batch)
+        if status != 0:
+            llama_cpp.llama_memory_clear(self._memory, True)
+            raise _CellsLost(f"llama.cpp could not evaluate the prompt (llama_decode returned {status})")
+        return 0 if all_logits else len(tokens) - 1
+
+    def _reuse_cells(self, tokens: list[int]) -> int:
+        """Keep the KV cells that already hold a prefix of ``tokens`` (or restore a saved state
+        that holds a longer one) and drop the rest; returns how many prompt tokens are reused."""
+        # One prompt token must always run, to give the logits of the first answer token.
+        shared = min(self._held.common_prefix(tokens), len(tokens) - 1) if self.reuse_prefix else 0
+        if self.state_cache is not None and self.reuse_prefix:
+            if len(self._held) - shared >= MIN_TOKENS_WORTH_SAVING:  # another chat is in the cells
+                self.state_cache.save(self.llm.ctx, 0, self._held.view())
+            saved, saved_shared = self.state_cache.best_match(tokens)
+            saved_shared = min(saved_shared, len(tokens) - 1)
+            if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
+                llama_cpp.llama_memory_clear(self._memory, True)
+                if self.state_cache.restore(self.llm.ctx, saved, 0):
+                    self._held, shared = TokenHistory(saved.tokens.tolist()), saved_shared
+                else:
+                    self._held, shared = TokenHistory(), 0
+        if not llama_cpp.llama_memory_seq_rm(self._memory, 0, shared, -1):
+            # Some caches (sliding-window, recurrent) cannot drop a tail: start afresh.
+            llama_cpp.llama_memory_clear(self._memory, True)
+            shared = 0
+        self._held.truncate(shared)
+        self.llm.n_tokens = 0  # llama-cpp-python's own bookkeeping no longer describes the cells
+        return shared
+
+    def _keep_cells(self, known: TokenHistory, position: int) -> None:
+        """After an answer: remember exactly what the cells hold, for the next prompt."""
+        held = min(position, len(known))
+        if position > held:  # drafts accepted past the end of the answer
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, held, -1)
+        known.truncate(held)
+        self._held = known

@@ -37,6 +37,11 @@ class DataHome:
         return self.root / "cache"
 
     @property
+    def kv_states_dir(self) -> Path:
+        """Saved conversation states (derived from chats: never written with an encrypted memory)."""
+        return self.root / "kv-states"
+
+    @property
     def model_registry(self) -> Path:
         return self.root / "models.json"
 

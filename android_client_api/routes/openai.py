@@ -227,6 +227,7 @@ def _generation_settings(service: LanternService, body, max_tokens: int | None) 
         top_p=defaults.top_p if body.top_p is None else body.top_p,
         seed=body.seed,
         stop=body.stops(),
+        speculative=service.settings.speculative or service.assistant.config.runtime.speculative,
     )
 
 
@@ -269,6 +270,12 @@ def _usage(stream: BatchedStream) -> dict:
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
         "total_tokens": r.prompt_tokens + r.completion_tokens,
+        # OpenAI's field for prompt tokens served from a cache: here the KV cells or a saved state.
+        "prompt_tokens_details": {"cached_tokens": r.prompt_tokens - r.prompt_tokens_evaluated},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": r.accepted_draft_tokens,
+            "rejected_prediction_tokens": r.draft_tokens - r.accepted_draft_tokens,
+        },
     }
 
 

@@ -47,6 +47,7 @@ def ask(
     temperature,
     top_p,
     seed,
+    speculative,
     continue_,
     conversation_id,
     no_memory,
@@ -57,7 +58,9 @@ def ask(
     model = model_or_twin(model, twin)
     prompt = _read_prompt(prompt)
     assistant = assistant_from(ctx)
-    settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    settings = assistant.settings(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, speculative=speculative
+    )
     conversation = pick_conversation(assistant, continue_, conversation_id)
     turn = assistant.ask(
         prompt,
@@ -91,6 +94,8 @@ def ask(
                         "prompt_tokens": result.prompt_tokens,
                         "prompt_tokens_evaluated": result.prompt_tokens_evaluated,
                         "completion_tokens": result.completion_tokens,
+                        "draft_tokens": result.draft_tokens,
+                        "accepted_draft_tokens": result.accepted_draft_tokens,
                     },
                     "dropped_messages": result.dropped_messages,
                     "citations": [hit_json(hit) for hit in turn.citations],

@@ -11,13 +11,17 @@ from app.cli.options import model_or_twin, pick_conversation, with_generation_op
 @click.command()
 @with_generation_options
 @click.pass_context
-def chat(ctx, model, twin, max_tokens, temperature, top_p, seed, continue_, conversation_id, no_memory):
+def chat(
+    ctx, model, twin, max_tokens, temperature, top_p, seed, speculative, continue_, conversation_id, no_memory
+):
     """A line-based chat for terminals without the TUI. /help lists commands."""
     from app.cli.repl import run_repl
 
     model = model_or_twin(model, twin)
     assistant = assistant_from(ctx)
-    settings = assistant.settings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    settings = assistant.settings(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, speculative=speculative
+    )
     conversation = pick_conversation(assistant, continue_, conversation_id)
     if model:
         assistant.engine(model)  # a wrong --model (name or file) fails now, not at the first question

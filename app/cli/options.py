@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from app.assistant import Assistant
+from app.config import SPECULATIVE_CHOICES
 from app.conversations import Conversation
 from app.errors import LanternError
 
@@ -17,6 +18,11 @@ generation_options = [
     click.option("--temperature", "-t", type=float, help="0 for the most likely answer."),
     click.option("--top-p", type=float, help="Nucleus sampling cut-off, in (0, 1]."),
     click.option("--seed", type=int, help="Fix the random seed for a repeatable answer."),
+    click.option(
+        "--speculative",
+        type=click.Choice(SPECULATIVE_CHOICES),
+        help="Guess tokens from the chat itself, checked by the model (same answers). Default: config.",
+    ),
     click.option(
         "--continue", "-c", "continue_", is_flag=True, help="Continue the most recent conversation."
     ),

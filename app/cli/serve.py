@@ -7,6 +7,7 @@ import json
 import click
 
 from app.cli.context import assistant_from
+from app.config import SPECULATIVE_CHOICES
 
 
 @click.command()
@@ -20,8 +21,13 @@ from app.cli.context import assistant_from
 @click.option("--allow-host", multiple=True, help="Another Host header to accept (e.g. a LAN name).")
 @click.option("--cors-origin", multiple=True, help="A web origin allowed to call the API from a browser.")
 @click.option("--model", "-m", help="Model to serve: a store name or a .gguf file (default from the config).")
+@click.option(
+    "--speculative",
+    type=click.Choice(SPECULATIVE_CHOICES),
+    help="Guess tokens from the chat itself, checked by the model (same answers). Default: config.",
+)
 @click.pass_context
-def serve(ctx, host, port, slots, allow_host, cors_origin, model):
+def serve(ctx, host, port, slots, allow_host, cors_origin, model, speculative):
     """Serve the OpenAI-compatible API and the web client (reach it over an SSH tunnel)."""
     import uvicorn
 
@@ -35,6 +41,7 @@ def serve(ctx, host, port, slots, allow_host, cors_origin, model):
         slots=slots,
         allowed_hosts=(*ServerSettings().allowed_hosts, *allow_host, *_host_names(host)),
         cors_origins=tuple(cors_origin),
+        speculative=speculative,
     )
     if not settings.is_loopback:
         click.echo(
