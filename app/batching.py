@@ -298,10 +298,10 @@ class BatchScheduler:
             shared = min(held.common_prefix(tokens), len(tokens) - 1) if self.reuse_prefix else 0
             saved, saved_shared = (None, 0)
             if self.state_cache is not None:
-                saved, saved_shared = self.state_cache.best_match(tokens)
-                saved_shared = min(saved_shared, len(tokens) - 1)
                 if len(held) - shared >= MIN_TOKENS_WORTH_SAVING:
                     self.state_cache.save(self._ctx, sequence.seq_id, held.view())
+                saved, saved_shared = self.state_cache.best_match(tokens)
+                saved_shared = min(saved_shared, len(tokens) - 1)
             seq_id = sequence.seq_id
             if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
                 llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
@@ -310,6 +310,8 @@ class BatchScheduler:
                     shared = saved_shared
                 else:
                     held, shared = TokenHistory(), 0
+            if shared < MIN_TOKENS_WORTH_SAVING:
+                shared = 0  # a few template tokens: not worth the cells of another conversation
             if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, shared, -1):
                 # Some caches (sliding-window, recurrent) cannot drop a tail: start this one afresh.
                 llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

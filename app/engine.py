@@ -317,6 +317,8 @@ class Engine:
                     self._held, shared = TokenHistory(saved.tokens.tolist()), saved_shared
                 else:
                     self._held, shared = TokenHistory(), 0
+        if shared < MIN_TOKENS_WORTH_SAVING:
+            shared = 0  # a few template tokens: start afresh (the answer is then exactly a cold run's)
         if not llama_cpp.llama_memory_seq_rm(self._memory, 0, shared, -1):
             # Some caches (sliding-window, recurrent) cannot drop a tail: start afresh.
             llama_cpp.llama_memory_clear(self._memory, True)

@@ -95,6 +95,8 @@ class StateCache:
         """Load ``state`` into the (empty) sequence ``seq_id``; False if llama.cpp refused it."""
         data = state.data
         if data is None:
+            if state.path is None:
+                return False  # dropped from the cache meanwhile
             try:
                 data = state.path.read_bytes()[_HEADER.size + 4 * len(state.tokens) :]
             except OSError:
@@ -103,6 +105,8 @@ class StateCache:
         ok = llama_cpp.llama_state_seq_set_data(ctx, buffer, len(data), seq_id) == len(data)
         if ok:
             self.hits += 1
+            with self._lock:
+                self._touch(_key(state.tokens))  # used: the last to be dropped
         return ok
 
     # --- lookups ----------------------------------------------------------------------------
@@ -112,12 +116,10 @@ class StateCache:
         query = np.asarray(tokens, dtype=np.int32)
         best, best_length = None, 0
         with self._lock:
-            for key, state in [*self._memory.items(), *self._disk.items()]:
+            for state in [*self._memory.values(), *self._disk.values()]:
                 length = state.common_prefix(query)
                 if length > best_length:
-                    best, best_length, best_key = state, length, key
-            if best is not None:
-                self._touch(best_key)
+                    best, best_length = state, length
         return best, best_length
 
     @property
