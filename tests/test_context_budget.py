@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.assistant import Assistant
 from app.chat_template import ChatMessage
 from app.context_budget import fit_to_context
 from app.errors import ContextOverflowError
@@ -52,12 +53,21 @@ def test_a_prompt_longer_than_the_whole_context_names_the_limit(engine):
         fit_to_context(messages, engine.tokenize_chat, 1024, 64)
 
 
-def test_the_engine_answers_a_trimmed_conversation(shared_assistant):
-    engine = shared_assistant.engine()
-    messages = _long_chat(60)  # far more than the 4096-token window
-    result = engine.chat(messages, shared_assistant.settings(max_tokens=8, temperature=0))
+def test_the_engine_answers_a_trimmed_conversation(tmp_path):
+    # A 512-token window: the trimmed prompt the model reads is then seconds long, not 4096 tokens.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[runtime]\ncontext_length = 512\n")
+    assistant = Assistant(home)
+    try:
+        engine = assistant.engine()
+        assert engine.context_length == 512
+        messages = _long_chat(8)  # about 1000 tokens: far more than the window
+        result = engine.chat(messages, assistant.settings(max_tokens=8, temperature=0))
+    finally:
+        assistant.close()
     assert result.dropped_messages > 0
-    assert result.prompt_tokens + 8 <= engine.context_length
+    assert result.prompt_tokens + 8 <= 512
     assert result.completion_tokens > 0
 
 
