@@ -1,6 +1,6 @@
 """The second real model, Gemma 3 270M, through the whole pipeline as a user runs it: converted to
 F16 with its logits checked against llama.cpp, quantized with an importance matrix from notes and
-compared, chatted with, and made into a twin that llama.cpp runs with its adapter (about three
+compared, chatted with, and made into a twin that llama.cpp runs with its adapter (about two
 minutes on two cores).
 """
 
@@ -42,9 +42,14 @@ def gemma_f16(gemma_home) -> str:
     return "gemma3-270m-f16"
 
 
-def test_gemma_converts_quantizes_and_answers(gemma_home, gemma_f16, notes):
+def test_gemma_converts_quantizes_and_answers(gemma_home, gemma_f16, notes, tmp_path):
+    # Two of the notes are plenty for an importance matrix (each token of them is a forward pass).
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for note in ("assert.md", "if.md"):
+        (calibration / note).write_text((notes / note).read_text(encoding="utf-8"), encoding="utf-8")
     quantized = lantern(
-        gemma_home, "quantize", gemma_f16, "--type", "Q8_0", "--imatrix-from", str(notes), timeout=1200
+        gemma_home, "quantize", gemma_f16, "--type", "Q8_0", "--imatrix-from", str(calibration), timeout=1200
     )
     assert quantized.returncode == 0, quantized.stderr
     assert "importance matrix from" in quantized.stdout
@@ -54,7 +59,7 @@ def test_gemma_converts_quantizes_and_answers(gemma_home, gemma_f16, notes):
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
     compared = lantern(
         gemma_home, "eval", "compare", gemma_f16, f"{gemma_f16}-q8_0", "--text", str(GPL),
-        "--max-tokens", "768", "--json", timeout=1200,
+        "--window", "128", "--stride", "64", "--max-tokens", "256", "--json", timeout=1200,
     )  # fmt: skip
     assert compared.returncode == 0, compared.stderr
     report = json.loads(compared.stdout)
@@ -66,15 +71,17 @@ def test_gemma_converts_quantizes_and_answers(gemma_home, gemma_f16, notes):
 def test_a_gemma_twin_trains_and_runs_in_llama_cpp(gemma_home, notes):
     built = lantern(
         gemma_home, "twin", "build", str(notes), "--base", "gemma3-270m", "--name", "gemma-twin",
-        "--steps", "8", "--seq-len", "128", "--rank", "8", "--lr", "3e-3", timeout=1800,
+        "--steps", "4", "--seq-len", "128", "--rank", "8", "--lr", "3e-3", timeout=1800,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert "top 15 of 18 layers" in built.stderr  # all but the lowest sixth
     evaluated = lantern(
-        gemma_home, "twin", "eval", "gemma-twin", "--max-tokens", "1024", "--json", timeout=1200
+        gemma_home, "twin", "eval", "gemma-twin", "--max-tokens", "512", "--json", timeout=1200
     )
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
-    assert report["twin_ppl"] < report["base_ppl"], report
-    answer = lantern(gemma_home, "ask", "--twin", "gemma-twin", "What does the assert statement do?")
+    assert report["twin_ppl"] < report["base_ppl"], report  # four steps already lower it by about a third
+    answer = lantern(
+        gemma_home, "ask", "--twin", "gemma-twin", "What does the assert statement do?", "--max-tokens", "16"
+    )
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
