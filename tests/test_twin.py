@@ -245,29 +245,60 @@ def test_the_causal_attention_is_sdpa_with_its_gradient():
     )
 
 
-def test_compiled_layers_train_as_the_uncompiled_ones(notes, bundled_model, tmp_path):
-    """The layers compiled by inductor, with the causal attention, give the same training: the
-    same losses step by step, to bf16 rounding."""
+WARM_UP_SHAPE = {"rank": 4, "alpha": 8, "train_layers": 3, "sequence_length": 64, "batch_size": 2}
+WARM_UP_OPTIONS = "--rank 4 --alpha 8 --train-layers 3 --seq-len 64 --batch-size 2".split()
+
+
+def _training(bundled_model, notes, config, folder: Path):
     from quantize.sources import gguf_source
     from quantize.torch_bridge import load_torch_model
     from quantize.twin.dataset import build_dataset, pack
     from quantize.twin.trainer import TwinTrainer, add_lora
+
+    torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
+    sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, config.sequence_length)[:8]
+    peft_model, cut = add_lora(torch_model.model, config)
+    return TwinTrainer(peft_model, cut, sequences, config, folder)
+
+
+@pytest.fixture(scope="module")
+def first_compiled_build(notes, bundled_model, tmp_path_factory):
+    """`lantern twin warm-up` in a fresh data home, then a user's first compiled build of the same
+    shapes in this process, with this process's own compiled code dropped. The compile tests below
+    share it: inductor compiles these layers once, in the warm-up."""
+    import torch
+    from torch._dynamo.utils import counters
+
     from quantize.twin.training_config import TrainingConfig
 
-    samples = build_dataset(notes).train.samples
-    losses = {}
-    for compiled in ("off", "on"):
-        config = TrainingConfig(
-            rank=8, alpha=16, train_layers=4, batch_size=2, max_steps=4, precision="bf16", compile=compiled
-        )
-        torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
-        sequences = pack(samples, torch_model.tokenizer, config.sequence_length)[:8]
-        peft_model, cut = add_lora(torch_model.model, config)
-        trainer = TwinTrainer(peft_model, cut, sequences, config, tmp_path / compiled)
-        assert trainer.split.compiled == (compiled == "on")
-        losses[compiled] = trainer.run().losses
-    assert losses["on"] == pytest.approx(losses["off"], rel=0.01)
-    assert losses["on"] != losses["off"]  # a different code path did run
+    home = tmp_path_factory.mktemp("warm-up") / "home"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
+        warm_up = lantern(home, "twin", "warm-up", "--base", str(bundled_model), *WARM_UP_OPTIONS)
+        assert warm_up.returncode == 0, warm_up.stderr
+        env.setenv("TORCHINDUCTOR_CACHE_DIR", str(home / "compiled"))
+        torch._dynamo.reset()
+        counters.clear()
+        config = TrainingConfig(**WARM_UP_SHAPE, max_steps=4, compile="on")
+        trainer = _training(bundled_model, notes, config, tmp_path_factory.mktemp("first-build"))
+        losses = trainer.run().losses
+        cache = counters["inductor"].copy()
+    return {"home": home, "warm_up": warm_up, "trainer": trainer, "losses": losses, "cache": cache}
+
+
+def test_compiled_layers_train_as_the_uncompiled_ones(first_compiled_build, notes, bundled_model, tmp_path):
+    """The layers compiled by inductor, with the causal attention, give the same training: the
+    same losses step by step, to bf16 rounding."""
+    from quantize.twin.training_config import TrainingConfig
+
+    compiled = first_compiled_build["trainer"]
+    precision = "bf16" if compiled.bf16 else "fp32"  # as "auto" chose for the compiled build
+    config = TrainingConfig(**WARM_UP_SHAPE, max_steps=4, precision=precision, compile="off")
+    uncompiled = _training(bundled_model, notes, config, tmp_path)
+    assert compiled.split.compiled and not uncompiled.split.compiled
+    losses = uncompiled.run().losses
+    assert first_compiled_build["losses"] == pytest.approx(losses, rel=0.01)
+    assert first_compiled_build["losses"] != losses  # a different code path did run
 
 
 def test_compiling_is_chosen_for_long_runs_and_refused_without_a_compiler(monkeypatch, tmp_path):
@@ -290,38 +321,14 @@ def test_compiling_is_chosen_for_long_runs_and_refused_without_a_compiler(monkey
     assert "no C++ compiler" in warm_up.stderr
 
 
-def test_warm_up_compiles_the_layers_a_first_build_then_finds(notes, bundled_model, tmp_path, monkeypatch):
+def test_warm_up_compiles_the_layers_a_first_build_then_finds(first_compiled_build):
     """`make` runs `lantern twin warm-up` at install, so that a user's first twin build does not
     wait for the compiler: the build's compiled layers all come from the on-disk cache."""
-    import torch
-    from torch._dynamo.utils import counters
-
-    from quantize.sources import gguf_source
-    from quantize.torch_bridge import load_torch_model
-    from quantize.twin.dataset import build_dataset, pack
-    from quantize.twin.trainer import TwinTrainer, add_lora
-    from quantize.twin.training_config import TrainingConfig
-
-    shape = {"rank": 4, "alpha": 8, "train_layers": 3, "sequence_length": 64, "batch_size": 2}
-    shape_options = "--rank 4 --alpha 8 --train-layers 3 --seq-len 64 --batch-size 2".split()
-    home = tmp_path / "home"
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
-    warm_up = lantern(home, "twin", "warm-up", "--base", str(bundled_model), *shape_options)
-    assert warm_up.returncode == 0, warm_up.stderr
+    warm_up, home = first_compiled_build["warm_up"], first_compiled_build["home"]
     assert "twin builds of" in warm_up.stdout
     assert any((home / "compiled").rglob("*.so"))  # the compiled kernels, kept in the data home
-
-    # The user's first build, with this process's own compiled code dropped: all from the cache.
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(home / "compiled"))
-    torch._dynamo.reset()
-    counters.clear()
-    config = TrainingConfig(**shape, max_steps=2, compile="on")
-    torch_model = load_torch_model(gguf_source(bundled_model, "smollm2"))
-    sequences = pack(build_dataset(notes).train.samples, torch_model.tokenizer, 64)[:4]
-    peft_model, cut = add_lora(torch_model.model, config)
-    TwinTrainer(peft_model, cut, sequences, config, tmp_path / "build").run()
-    assert counters["inductor"]["fxgraph_cache_hit"] > 0
-    assert counters["inductor"]["fxgraph_cache_miss"] == 0
+    assert first_compiled_build["cache"]["fxgraph_cache_hit"] > 0
+    assert first_compiled_build["cache"]["fxgraph_cache_miss"] == 0
 
 
 def test_a_few_training_steps_lower_the_loss(trained):
