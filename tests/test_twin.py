@@ -539,8 +539,9 @@ def test_preference_tuning_learns_from_ratings(twin_home, straight_twin):
     assert before.keys() == after.keys()
     assert any(not np.array_equal(before[name], after[name]) for name in before)
     answer = lantern(
-        twin_home, "ask", "--twin", straight_twin, "What does assert do?", "-t", "0", "--no-memory"
-    )
+        twin_home, "ask", "--twin", straight_twin, "What does assert do?", "-t", "0", "--no-memory",
+        "--max-tokens", "16",
+    )  # fmt: skip
     assert answer.returncode == 0 and answer.stdout.strip()
 
 
