@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gguf
@@ -117,12 +118,25 @@ def _tokenizer(transformers, source: ModelSource):
             return transformers.AutoTokenizer.from_pretrained(folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(**_location(source))
     if folder is not None:
-        with contextlib.suppress(OSError):
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".writing-") as scratch:
-                tokenizer.save_pretrained(scratch)
-                os.replace(scratch, folder)  # whole or absent: a reader never sees half a tokenizer
+        _keep_in_cache(tokenizer, folder)
     return tokenizer
+
+
+def remember_tokenizer(tokenizer, written: ModelSource) -> None:
+    """A GGUF converted from another GGUF carries its tokenizer unchanged: the tokenizer is kept in
+    the cache for the written file too, so its first load (a `quantize --imatrix-from` after a
+    `convert`) does not rebuild it from the vocabulary."""
+    folder = _tokenizer_cache_folder(written)
+    if folder is not None and not folder.is_dir():
+        _keep_in_cache(tokenizer, folder)
+
+
+def _keep_in_cache(tokenizer, folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".writing-") as scratch:
+            tokenizer.save_pretrained(scratch)
+            os.replace(scratch, folder)  # whole or absent: a reader never sees half a tokenizer
 
 
 def _tokenizer_cache_folder(source: ModelSource):

@@ -39,6 +39,8 @@ def gemma_f16(gemma_home) -> str:
     # F16 weights in llama.cpp against the F32 torch model: rounding moves few picks.
     assert written and float(written[1]) >= 97.0 and int(written[2]) == 256, result.stderr
     assert "Converting" not in result.stderr  # transformers' progress bar stays off the terminal
+    # The source's tokenizer and the same one kept for the written file: `quantize` will not rebuild it.
+    assert len(list((gemma_home / "cache" / "tokenizers").iterdir())) == 2
     return "gemma3-270m-f16"
 
 

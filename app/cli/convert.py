@@ -35,7 +35,7 @@ def convert(ctx, src, out, out_type, name, force, verify):
     """Write SRC (a store name, a GGUF file or a Hugging Face folder) as a float GGUF."""
     from quantize.gguf_export import export_gguf
     from quantize.quant_types import float_type
-    from quantize.torch_bridge import load_torch_model
+    from quantize.torch_bridge import load_torch_model, remember_tokenizer
 
     out_type = float_type(out_type)
     source = _source(ctx, src)
@@ -48,6 +48,8 @@ def convert(ctx, src, out, out_type, name, force, verify):
         export_gguf(torch_model, tmp, out_type, name=final_name)
         if verify:
             _report_fidelity(torch_model, source.path if source.kind == "gguf" else None, tmp)
+    if source.kind == "gguf":
+        remember_tokenizer(torch_model.tokenizer, _source(ctx, str(path)))
     click.echo(
         f"Wrote {path} ({human_bytes(path.stat().st_size)}, {out_type}) in "
         f"{time.perf_counter() - started:.0f} s; in the store as {final_name}."
