@@ -5,6 +5,7 @@ answers exactly as if it had evaluated everything afresh."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -16,6 +17,7 @@ from app.chat_template import ChatMessage
 from app.engine import ChatResult, GenerationSettings
 from app.kv_states import StateCache
 from tests.api_server import start_server
+from tests.conftest import run_lantern
 from tests.memory_fixtures import FACTS, make_notes
 
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
@@ -201,7 +203,7 @@ def test_a_long_prompt_is_evaluated_in_steps_between_a_streaming_answers_tokens(
         reader = asyncio.create_task(read_story())
         while len(streaming_tokens) < 5:
             await asyncio.sleep(0.01)
-        long_prompt = conversation(NOTE * 3, QUESTIONS[:1], [])
+        long_prompt = conversation(NOTE * 4, QUESTIONS[:1], [])
         plan = scheduler.plan_chat(long_prompt, 4)
         assert len(plan.tokens) > 800
         long_prompt_started = time.perf_counter()
@@ -233,6 +235,8 @@ def phone_server(tmp_path_factory):
     running = start_server(slots=2, speculative="prompt-lookup")
     running.service.assistant.memory.add([make_notes(tmp_path_factory.mktemp("notes"))])
     cold = start_server(slots=1, reuse_prefix=False)
+    # One data home: each server pairs its own phone (pairing a name again replaces its token).
+    running.token, cold.token = running.service.devices.pair("warm"), cold.service.devices.pair("cold")
     yield running, cold
     running.stop()
     cold.stop()
@@ -303,3 +307,35 @@ def test_a_client_gone_mid_speculation_frees_its_slot(phone_server):
         model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
     )
     assert reply.choices[0].message.content
+
+
+def test_ask_continue_in_a_new_process_resumes_the_saved_conversation(home, tmp_path, monkeypatch):
+    def two_turns() -> tuple[dict, dict]:
+        first = _ask_json(f"{NOTE}\n\n{QUESTIONS[0]}")
+        return first, _ask_json("-c", QUESTIONS[1])
+
+    first, warm = two_turns()
+    assert any((home / "kv-states").rglob("*.kv"))  # the first process saved its conversation as it ended
+    usage = warm["usage"]
+    assert usage["prompt_tokens"] - usage["prompt_tokens_evaluated"] >= first["usage"]["prompt_tokens"]
+
+    cold_home = tmp_path / "cold-home"
+    cold_home.mkdir()
+    (cold_home / "config.toml").write_text("[runtime]\nstate_disk_mb = 0\n", encoding="utf-8")
+    monkeypatch.setenv("LANTERN_HOME", str(cold_home))
+    _, cold = two_turns()
+    assert cold["usage"]["prompt_tokens_evaluated"] == cold["usage"]["prompt_tokens"]
+    assert warm["text"] == cold["text"]
+
+
+def _ask_json(*args: str) -> dict:
+    done = run_lantern("ask", "--json", "--max-tokens", "16", "-t", "0", "--no-memory", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_encrypted_memory_keeps_conversation_states_off_the_disk(home, monkeypatch):
+    monkeypatch.setenv("LANTERN_PASSPHRASE", "correct horse battery staple")
+    assert run_lantern("memory", "init", "--encrypt").returncode == 0
+    _ask_json(f"{NOTE}\n\n{QUESTIONS[0]}")
+    assert not (home / "kv-states").exists()  # a state is derived from the chat, and the notes in it
