@@ -33,7 +33,7 @@ from app.kv_states import MIN_TOKENS_WORTH_SAVING, StateCache
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
 _DONE = object()
-MIN_PREFILL_CHUNK = 8  # prompt tokens per step at least, however tight the time bound
+MIN_PREFILL_CHUNK = 2  # prompt tokens per step at least, however tight the time bound
 
 
 class QueueFullError(LanternError):
@@ -121,8 +121,8 @@ class _StepCosts:
     def learn(self, seconds: float, decode_rows: int, prompt_rows: int) -> None:
         if prompt_rows == 0 and decode_rows > 0:
             self.decode_s = _ema(self.decode_s, seconds)
-        elif prompt_rows >= 16:
-            extra = seconds - (self.decode_s or 0.0) if decode_rows else seconds
+        elif prompt_rows > 0 and (decode_rows == 0 or self.decode_s is not None):
+            extra = seconds - self.decode_s if decode_rows else seconds
             self.prompt_token_s = _ema(self.prompt_token_s, max(extra, 0.0) / prompt_rows)
 
     def prompt_budget(self, gap_s: float | None, capacity: int) -> int:
@@ -342,9 +342,13 @@ class BatchScheduler:
         budget = writer.room
         if decoding:
             budget = min(budget, self._costs.prompt_budget(self.token_gap_s, writer.room))
-        for slot in self._active.values():  # then prompt tokens, within the step's bound
-            if not slot.prefilling:
-                continue
+        # Then prompt tokens, within the step's bound: the prompt nearest its end first, so a
+        # phone's short next turn is not kept waiting behind another phone's long first one.
+        prefilling = sorted(
+            (s for s in self._active.values() if s.prefilling),
+            key=lambda s: len(s.stream.plan.tokens) - s.position,
+        )
+        for slot in prefilling:
             slot.first_row = -1
             if budget <= 0:
                 continue
