@@ -651,22 +651,18 @@ def section_throughput(bench: Bench) -> None:
             n_threads_batch=bench.threads,
             verbose=False,
         )
-        for warm_up in (
-            lambda: stream_chat(lantern, STORY, 8),
-            lambda: raw_once(llm, 8),
-            lambda: stream_chat(llama, STORY, 8),
-        ):
-            warm_up()  # each path has seen the story once, as in earlier runs of this section
         paths = {
-            "lantern": lambda: stream_chat(lantern, STORY, bench.tokens),
-            "raw": lambda: raw_once(llm, bench.tokens),
-            "llama_cpp.server": lambda: stream_chat(llama, STORY, bench.tokens),
+            "lantern": lambda tokens: stream_chat(lantern, STORY, tokens),
+            "raw": lambda tokens: raw_once(llm, tokens),
+            "llama_cpp.server": lambda tokens: stream_chat(llama, STORY, tokens),
         }
+        for run in paths.values():
+            run(8)  # each path has seen the story once, as in earlier runs of this section
         single: dict[str, list[Reply]] = {name: [] for name in paths}
         order = list(paths)
         for round_ in range(bench.rounds):
             for name in order[round_ % 3 :] + order[: round_ % 3]:
-                single[name].append(paths[name]())
+                single[name].append(paths[name](bench.tokens))
         llm.close()
         clients = {
             (e.name, n): [concurrent(e, n, bench.tokens) for _ in range(bench.rounds)]
