@@ -310,8 +310,8 @@ class BatchScheduler:
                     shared = saved_shared
                 else:
                     held, shared = TokenHistory(), 0
-            if shared < MIN_TOKENS_WORTH_SAVING:
-                shared = 0  # a few template tokens: not worth the cells of another conversation
+            if shared < min(MIN_TOKENS_WORTH_SAVING, len(tokens) - 1):
+                shared = 0  # a few template tokens of another conversation: start afresh
             if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, shared, -1):
                 # Some caches (sliding-window, recurrent) cannot drop a tail: start this one afresh.
                 llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

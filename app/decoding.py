@@ -128,7 +128,8 @@ def verify_draft(sampler, ctx, first_index: int, draft: list[int]) -> list[int]:
     first token the model chose differently, or the one after the last draft).
 
     Every token is sampled from the model's own distribution at its position, so the output is
-    the one plain decoding gives: identical at temperature 0, identically distributed otherwise.
+    the one plain decoding gives (identically distributed; at temperature 0 the same tokens, up to
+    llama.cpp's KV-length-dependent rounding at near-ties, see the README).
     """
     sampled = []
     for k in range(len(draft) + 1):

@@ -132,8 +132,8 @@ class Engine:
                 # never read, so they need not be resident (and the OS may drop them again).
                 use_mmap=True,
                 # With flash attention llama.cpp computes a token's logits the same whether it runs
-                # alone or in a batch, so speculative decoding gives exactly the plain answer (without
-                # it the attention sums change with the KV length and near-ties flip).
+                # alone or in a batch (without it, a batch of drafts changes the sums), so checking
+                # drafts gives the plain answer; the KV length still matters slightly (README).
                 flash_attn=True,
                 verbose=False,
                 **adapter,
@@ -317,8 +317,8 @@ class Engine:
                     self._held, shared = TokenHistory(saved.tokens.tolist()), saved_shared
                 else:
                     self._held, shared = TokenHistory(), 0
-        if shared < MIN_TOKENS_WORTH_SAVING:
-            shared = 0  # a few template tokens: start afresh (the answer is then exactly a cold run's)
+        if shared < min(MIN_TOKENS_WORTH_SAVING, len(tokens) - 1):
+            shared = 0  # a few template tokens of another chat: start afresh (exactly a cold run)
         if not llama_cpp.llama_memory_seq_rm(self._memory, 0, shared, -1):
             # Some caches (sliding-window, recurrent) cannot drop a tail: start afresh.
             llama_cpp.llama_memory_clear(self._memory, True)
