@@ -134,7 +134,9 @@ class Engine:
                 # With flash attention llama.cpp computes a token's logits the same whether it runs
                 # alone or in a batch (without it, a batch of drafts changes the sums), so checking
                 # drafts gives the plain answer; the KV length still matters slightly (README).
-                flash_attn=True,
+                # But with it a LoRA adapter's effect is lost (measured: a twin answered as its
+                # base), so a twin runs without.
+                flash_attn=self.lora_path is None,
                 verbose=False,
                 **adapter,
             )

@@ -249,7 +249,9 @@ def phone_server(tmp_path_factory):
 def test_a_phone_chat_over_the_api_reports_cached_tokens_and_answers_as_cold(phone_server):
     warm, cold = phone_server
     clients = [openai.OpenAI(base_url=s.url + "/v1", api_key=s.token, max_retries=0) for s in (warm, cold)]
-    history = [{"role": "user", "content": f"{NOTE}\n\nWhat does the glazier do?"}]
+    # One copy of the note: the chat stays within llama.cpp's first 256 KV cells, where speculating
+    # and reused answers are token for token the plain ones (README: past them, near-ties may flip).
+    history = [{"role": "user", "content": f"{NOTE[: len(NOTE) // 3]}\n\nWhat does the glazier do?"}]
     previous_prompt_tokens = 0
     follow_ups = ["And the lighthouse in Brittany: what is it built from?", "When does the tower open?"]
     for turn, follow_up in enumerate([None, *follow_ups]):
@@ -272,11 +274,12 @@ def test_a_phone_chat_over_the_api_reports_cached_tokens_and_answers_as_cold(pho
         assert cold_reply.usage.prompt_tokens_details.cached_tokens == 0
         if turn == 0:
             assert cached < 10
-        else:  # the note and the earlier turns were not evaluated again
+        else:  # the note and the earlier turns (as resent) were not evaluated again
             assert cached >= previous_prompt_tokens - 8
         if memory:
             assert FACTS["trip.md"].split()[-1].rstrip(".") in str(warm_reply.model_extra)
-        previous_prompt_tokens = warm_reply.usage.prompt_tokens
+        if not memory:  # a memory turn's passages are not resent with the history next turn
+            previous_prompt_tokens = warm_reply.usage.prompt_tokens
         history.append({"role": "assistant", "content": warm_reply.choices[0].message.content})
 
 
