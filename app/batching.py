@@ -29,7 +29,7 @@ from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampl
 from app.engine import ChatResult, Engine
 from app.engine_text import StopMatcher
 from app.errors import LanternError
-from app.kv_states import MIN_TOKENS_WORTH_SAVING, StateCache
+from app.kv_states import StateCache, keep_shared_cells
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
 _DONE = object()
@@ -292,32 +292,15 @@ class BatchScheduler:
         """Keep what each new answer's sequence shares with its prompt, or restore a saved state
         that shares more; save what is about to be overwritten if it is worth keeping."""
         for slot in admitted:
-            sequence, tokens = slot.sequence, slot.stream.plan.tokens
-            held = sequence.held
-            # One prompt token must always run, to give the logits of the first answer token.
-            shared = min(held.common_prefix(tokens), len(tokens) - 1) if self.reuse_prefix else 0
-            saved, saved_shared = (None, 0)
-            if self.state_cache is not None:
-                if len(held) - shared >= MIN_TOKENS_WORTH_SAVING:
-                    self.state_cache.save(self._ctx, sequence.seq_id, held.view())
-                saved, saved_shared = self.state_cache.best_match(tokens)
-                saved_shared = min(saved_shared, len(tokens) - 1)
-            seq_id = sequence.seq_id
-            if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
-                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-                if self.state_cache.restore(self._ctx, saved, seq_id):
-                    held = TokenHistory(saved.tokens.tolist())
-                    shared = saved_shared
-                else:
-                    held, shared = TokenHistory(), 0
-            if shared < min(MIN_TOKENS_WORTH_SAVING, len(tokens) - 1):
-                shared = 0  # a few template tokens of another conversation: start afresh
-            if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, shared, -1):
-                # Some caches (sliding-window, recurrent) cannot drop a tail: start this one afresh.
-                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-                shared = 0
-            held.truncate(shared)
-            sequence.held = held
+            sequence = slot.sequence
+            sequence.held, shared = keep_shared_cells(
+                self._ctx,
+                sequence.seq_id,
+                sequence.held,
+                slot.stream.plan.tokens,
+                self.state_cache,
+                self.reuse_prefix,
+            )
             slot.position = slot.reused = shared
 
     def _step(self) -> None:

@@ -20,7 +20,7 @@ from app.context_budget import PromptPlan, fit_to_context
 from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampler, verify_draft
 from app.engine_text import StopMatcher, TokenPieces
 from app.errors import LanternError
-from app.kv_states import MIN_TOKENS_WORTH_SAVING, StateCache
+from app.kv_states import StateCache, keep_shared_cells
 from app.llama_log import quiet_llama_cpp
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
@@ -306,26 +306,9 @@ class Engine:
     def _reuse_cells(self, tokens: list[int]) -> int:
         """Keep the KV cells that already hold a prefix of ``tokens`` (or restore a saved state
         that holds a longer one) and drop the rest; returns how many prompt tokens are reused."""
-        # One prompt token must always run, to give the logits of the first answer token.
-        shared = min(self._held.common_prefix(tokens), len(tokens) - 1) if self.reuse_prefix else 0
-        if self.state_cache is not None and self.reuse_prefix:
-            if len(self._held) - shared >= MIN_TOKENS_WORTH_SAVING:  # another chat is in the cells
-                self.state_cache.save(self.llm.ctx, 0, self._held.view())
-            saved, saved_shared = self.state_cache.best_match(tokens)
-            saved_shared = min(saved_shared, len(tokens) - 1)
-            if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
-                llama_cpp.llama_memory_clear(self._memory, True)
-                if self.state_cache.restore(self.llm.ctx, saved, 0):
-                    self._held, shared = TokenHistory(saved.tokens.tolist()), saved_shared
-                else:
-                    self._held, shared = TokenHistory(), 0
-        if shared < min(MIN_TOKENS_WORTH_SAVING, len(tokens) - 1):
-            shared = 0  # a few template tokens of another chat: start afresh (exactly a cold run)
-        if not llama_cpp.llama_memory_seq_rm(self._memory, 0, shared, -1):
-            # Some caches (sliding-window, recurrent) cannot drop a tail: start afresh.
-            llama_cpp.llama_memory_clear(self._memory, True)
-            shared = 0
-        self._held.truncate(shared)
+        self._held, shared = keep_shared_cells(
+            self.llm.ctx, 0, self._held, tokens, self.state_cache, self.reuse_prefix
+        )
         self.llm.n_tokens = 0  # llama-cpp-python's own bookkeeping no longer describes the cells
         return shared
 

@@ -24,6 +24,7 @@ import llama_cpp
 import numpy as np
 
 from app.atomic import atomic_write_bytes
+from app.prompt_lookup import TokenHistory
 
 _MAGIC = b"LNTKV001"
 _HEADER = struct.Struct("<8sQ")  # magic, token count; then int32 tokens, then the state bytes
@@ -195,3 +196,33 @@ class StateCache:
 
 def _key(tokens: np.ndarray) -> bytes:
     return hashlib.sha256(tokens.astype("<i4").tobytes()).digest()[:16]
+
+
+def keep_shared_cells(
+    ctx, seq_id: int, held: TokenHistory, tokens: list[int], cache: StateCache | None, reuse: bool
+) -> tuple[TokenHistory, int]:
+    """Prepare sequence ``seq_id`` (whose cells hold ``held``) for the prompt ``tokens``: keep the
+    cells of their shared prefix, or restore a saved state sharing more, and drop the rest; what
+    is about to be overwritten is saved first if worth it. Returns what the cells now hold and
+    how many prompt tokens need no evaluation (never all: the last one gives the logits)."""
+    memory = llama_cpp.llama_get_memory(ctx)
+    shared = min(held.common_prefix(tokens), len(tokens) - 1) if reuse else 0
+    if cache is not None and reuse:
+        if len(held) - shared >= MIN_TOKENS_WORTH_SAVING:  # another conversation is in the cells
+            cache.save(ctx, seq_id, held.view())
+        saved, saved_shared = cache.best_match(tokens)
+        saved_shared = min(saved_shared, len(tokens) - 1)
+        if saved is not None and saved_shared > shared + MIN_TOKENS_WORTH_SAVING // 2:
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+            if cache.restore(ctx, saved, seq_id):
+                held, shared = TokenHistory(saved.tokens.tolist()), saved_shared
+            else:
+                held, shared = TokenHistory(), 0
+    if shared < min(MIN_TOKENS_WORTH_SAVING, len(tokens) - 1):
+        shared = 0  # a few template tokens of another conversation: start afresh (a cold run exactly)
+    if not llama_cpp.llama_memory_seq_rm(memory, seq_id, shared, -1):
+        # Some caches (sliding-window, recurrent) cannot drop a tail: start afresh.
+        llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        shared = 0
+    held.truncate(shared)
+    return held, shared
