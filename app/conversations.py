@@ -96,6 +96,10 @@ class Conversation:
         return system + [ChatMessage(m.role, m.content) for m in self.messages]
 
 
+def new_conversation_id() -> str:
+    return secrets.token_hex(6)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -134,10 +138,14 @@ class ConversationStore:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, model: str, system_prompt: str, first_prompt: str) -> Conversation:
+    def create(
+        self, model: str, system_prompt: str, first_prompt: str, *, conversation_id: str | None = None
+    ) -> Conversation:
+        """A new conversation; ``conversation_id`` one from new_conversation_id (told to a client
+        before anything is stored)."""
         now = _now()
         conversation = Conversation(
-            id=secrets.token_hex(6),
+            id=conversation_id or new_conversation_id(),
             title=_title_from(first_prompt),
             model=model,
             system_prompt=system_prompt,
@@ -285,11 +293,19 @@ class ConversationStore:
         else:
             chosen, rejected = (answer, None) if rating > 0 else (None, answer)
         now = _now()
-        self.db.execute(
-            "INSERT INTO feedback (conversation_id, message_id, prompt, chosen, rejected, rating, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, message_id, json.dumps(prompt), chosen, rejected, rating, now),
-        )
+        with self.db:
+            self.db.execute("BEGIN")
+            # A change of mind replaces the earlier judgement of the same kind: thumbs replace
+            # thumbs (up, then down), an edit replaces an earlier edit; a thumb and an edit coexist.
+            edits = "chosen IS NOT NULL AND rejected IS NOT NULL"
+            kind = edits if edited is not None else f"NOT ({edits})"
+            self.db.execute(f"DELETE FROM feedback WHERE message_id = ? AND {kind}", (message_id,))
+            self.db.execute(
+                "INSERT INTO feedback"
+                " (conversation_id, message_id, prompt, chosen, rejected, rating, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, message_id, json.dumps(prompt), chosen, rejected, rating, now),
+            )
         return PreferencePair(conversation_id, message_id, prompt, chosen, rejected, rating, now)
 
     def preference_pairs(self) -> list[PreferencePair]:

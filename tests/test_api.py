@@ -511,3 +511,35 @@ def test_a_phone_lists_the_models_it_may_pick(server, client):
     assert {"id": "smollm2-135m-instruct", "kind": "model", "base": None} in listed["models"]
     with pytest.raises(openai.NotFoundError, match="choose one of: smollm2-135m-instruct"):
         client.chat.completions.create(model="no-such-twin", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_change_of_mind_replaces_the_earlier_thumb_and_a_stopped_chat_knows_its_conversation(server):
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        headers=_auth(server),
+        json={
+            "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "stream": True,
+            "lantern": {"save": True},
+        },
+    ) as response:
+        events = (json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {"))
+        conversation_id = next(events)["lantern"]["conversation_id"]  # told before any token
+        next(e for e in events if e["choices"][0]["delta"].get("content"))  # then Stop, after a word
+    deadline = time.monotonic() + 30
+    while _conversation(server, conversation_id).status_code == 404:  # the cut answer is being kept
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    answer = _conversation(server, conversation_id).json()["messages"][-1]
+    for rating in (1, -1):
+        rated = httpx.post(
+            server.url + "/v1/lantern/feedback",
+            headers=_auth(server),
+            json={"conversation_id": conversation_id, "message_id": answer["id"], "rating": rating},
+        )
+        assert rated.status_code == 201
+    pairs = [
+        p for p in server.service.assistant.conversations.preference_pairs() if p.message_id == answer["id"]
+    ]
+    assert [(p.rating, p.rejected) for p in pairs] == [(-1, answer["content"])]

@@ -21,7 +21,7 @@ from android_client_api.settings import ServerSettings
 from app.batching import BatchedStream, BatchScheduler, QueueFullError
 from app.chat_template import ChatMessage
 from app.context_budget import PromptPlan
-from app.conversations import Conversation
+from app.conversations import Conversation, new_conversation_id
 from app.engine import GenerationSettings
 from app.errors import ContextOverflowError, LanternError
 from app.memory import citation_record
@@ -89,13 +89,15 @@ async def chat_completions(
     created = int(time.time())
     keep = options.conversation_id is not None or options.memory or options.save
     system_used = messages[0].content if messages[0].role == "system" else ""
+    # Known before the first token, so a client that stops the answer still knows where it went.
+    conversation_id = conversation.id if conversation else new_conversation_id() if keep else None
 
     def save(text: str) -> dict:
         """The exchange into the conversation store; the ids a client needs for feedback."""
         if not keep:
             return {"conversation_id": None, "message_id": None}
         store = service.assistant.conversations
-        target = conversation or store.create(model, system_used, question)
+        target = conversation or store.create(model, system_used, question, conversation_id=conversation_id)
         if conversation is not None and conversation.model != model:
             store.set_model(conversation.id, model)
         message_id = store.add_exchange(
@@ -144,7 +146,10 @@ async def chat_completions(
         pieces: list[str] = []
         saved = None
         try:
-            yield chunk({"role": "assistant", "content": ""})
+            yield chunk(
+                {"role": "assistant", "content": ""},
+                lantern={"conversation_id": conversation_id, "model": model},
+            )
             async for piece in stream:
                 pieces.append(piece)
                 yield chunk({"content": piece})
