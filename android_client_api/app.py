@@ -35,7 +35,7 @@ def create_app(service: LanternService) -> FastAPI:
         api.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -42,6 +42,8 @@ class LanternOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     memory: bool = False  # retrieve from the user's notes and return citations
     conversation_id: str | None = None  # continue (and save into) a stored conversation
+    save: bool = False  # store a new conversation even without memory (the web client does)
+    regenerate: bool = False  # the sent user message and its answer replace the last exchange
 
 
 class _Sampling(_Request):
@@ -105,6 +107,10 @@ class MemorySearchRequest(_Request):
 class NoteRequest(_Request):
     title: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=200_000)
+
+
+class RenameRequest(_Request):
+    title: str = Field(min_length=1, max_length=200)
 
 
 class FeedbackRequest(_Request):

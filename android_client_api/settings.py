@@ -20,6 +20,7 @@ class ServerSettings:
     slots: int = 4  # answers decoded together
     slot_context: int = 2048
     max_waiting: int = 16  # requests queued beyond the slots before 503
+    max_loaded_models: int = 2  # models and twins kept loaded at once; an idle one makes room
     speculative: str | None = None  # None: the config's runtime.speculative
     reuse_prefix: bool = True  # False: every prompt evaluated whole (benchmarks, comparisons)
     extra: dict = field(default_factory=dict)

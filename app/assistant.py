@@ -13,7 +13,7 @@ from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
 from app.home import DataHome
 from app.kv_states import StateCache, context_fingerprint
-from app.memory import Memory, secret_from_environment
+from app.memory import Memory, citation_record, secret_from_environment
 from app.model_store import ModelStore, looks_like_path
 from app.twins import TwinStore
 from rag.retrieval import RetrievalHit
@@ -47,12 +47,16 @@ class Turn:
             return
         if self.conversation is None:
             self.conversation = self.store.create(self.model, self.system_prompt, self.prompt)
+        elif self.conversation.model != self.model:
+            self.store.set_model(self.conversation.id, self.model)  # continued with another model
         self.store.add_exchange(
             self.conversation.id,
             self.prompt,
             result.text,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
+            model=self.model,
+            citations=[citation_record(hit) for hit in self.citations],
         )
 
 
@@ -191,6 +195,12 @@ class Assistant:
         stream = engine.stream_chat([*messages, ChatMessage("user", content)], settings or self.settings())
         citations = context.hits if context else []
         return Turn(self.conversations, conversation, model, system, prompt, stream, citations)
+
+    def unload(self, model: str) -> None:
+        """Free a loaded engine (the server keeps only a few models loaded at once)."""
+        engine = self._engines.pop(self.model_key(model), None)
+        if engine is not None:
+            engine.close()
 
     def close(self) -> None:
         if self._conversations is not None:

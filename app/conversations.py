@@ -48,6 +48,11 @@ MIGRATIONS = [
     );
     CREATE INDEX feedback_by_message ON feedback (message_id);
     """,
+    # Which model wrote each answer (a conversation may switch to a twin), and the passages it cited.
+    """
+    ALTER TABLE messages ADD COLUMN model TEXT;
+    ALTER TABLE messages ADD COLUMN citations TEXT;
+    """,
 ]
 
 
@@ -57,6 +62,8 @@ class StoredMessage:
     content: str
     created_at: str
     id: int | None = None
+    model: str | None = None  # the answer's model; None for the user's turns and older answers
+    citations: list[dict] = field(default_factory=list)  # the passages an answer drew on
 
 
 @dataclass(frozen=True)
@@ -150,32 +157,62 @@ class ConversationStore:
         answer: str,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
-    ) -> None:
-        """Store a user turn and its answer together: both or neither."""
+        *,
+        model: str | None = None,
+        citations: list[dict] | None = None,
+        replace_last: bool = False,
+    ) -> int:
+        """Store a user turn and its answer together: both or neither. ``replace_last``: they take
+        the place of the conversation's last exchange (a regenerated or edited last turn), in the
+        same transaction, so a failed answer never loses the old one. Returns the answer's id."""
         now = _now()
         with self.db:
             self.db.execute("BEGIN")
+            if replace_last:
+                self._delete_last_exchange(conversation_id)
             self.db.execute(
                 "INSERT INTO messages (conversation_id, role, content, created_at, prompt_tokens)"
                 " VALUES (?, 'user', ?, ?, ?)",
                 (conversation_id, prompt, now, prompt_tokens),
             )
-            self.db.execute(
+            answer_id = self.db.execute(
                 "INSERT INTO messages"
-                " (conversation_id, role, content, created_at, completion_tokens)"
-                " VALUES (?, 'assistant', ?, ?, ?)",
-                (conversation_id, answer, now, completion_tokens),
-            )
+                " (conversation_id, role, content, created_at, completion_tokens, model, citations)"
+                " VALUES (?, 'assistant', ?, ?, ?, ?, ?)",
+                (conversation_id, answer, now, completion_tokens, model, json.dumps(citations or [])),
+            ).lastrowid
             self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+        return answer_id
+
+    def _delete_last_exchange(self, conversation_id: str) -> None:
+        last = self.db.execute(
+            "SELECT id, role FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT 2",
+            (conversation_id,),
+        ).fetchall()
+        if [r["role"] for r in last] != ["assistant", "user"]:
+            raise LanternError(f"conversation {conversation_id!r} has no exchange to replace")
+        self.db.execute("DELETE FROM messages WHERE id IN (?, ?)", (last[0]["id"], last[1]["id"]))
+
+    def set_model(self, conversation_id: str, model: str) -> None:
+        """The model the conversation continues with (a user may switch to a twin mid-way)."""
+        self.db.execute("UPDATE conversations SET model = ? WHERE id = ?", (model, conversation_id))
 
     def get(self, conversation_id: str) -> Conversation:
         row = self.db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:
             raise LanternError(f"no conversation {conversation_id!r}; list them with 'lantern conversations'")
         messages = [
-            StoredMessage(r["role"], r["content"], r["created_at"], r["id"])
+            StoredMessage(
+                r["role"],
+                r["content"],
+                r["created_at"],
+                r["id"],
+                r["model"],
+                json.loads(r["citations"] or "[]"),
+            )
             for r in self.db.execute(
-                "SELECT id, role, content, created_at FROM messages WHERE conversation_id = ? ORDER BY id",
+                "SELECT id, role, content, created_at, model, citations FROM messages"
+                " WHERE conversation_id = ? ORDER BY id",
                 (conversation_id,),
             )
         ]

@@ -237,3 +237,14 @@ class Memory:
 
 def cite(hit: RetrievalHit) -> str:
     return f"{hit.source} › {hit.heading}" if hit.heading else hit.source
+
+
+def citation_record(hit: RetrievalHit) -> dict:
+    """A cited passage as the API returns it and the conversation store keeps it."""
+    return {
+        "source": hit.source,
+        "heading": hit.heading,
+        "text": hit.text,
+        "score": hit.score,
+        "cite": cite(hit),
+    }

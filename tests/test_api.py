@@ -271,6 +271,8 @@ def test_memory_citations_notes_and_conversations_for_a_phone(server, client, tm
         "Who services the boiler?",
         "And when?",
     ]
+    cited = fetched["messages"][1]["citations"]  # kept with the answer, for a phone reopening it later
+    assert cited[0]["source"] == "home/scan.pdf" and cited[0]["text"] == extra["citations"][0]["text"]
     missing = httpx.get(server.url + "/v1/lantern/conversations/nope", headers=_auth(server))
     assert missing.status_code == 404
 
@@ -367,3 +369,145 @@ def test_a_non_streaming_client_that_gives_up_frees_its_slot(server):
     ):
         time.sleep(0.05)
     assert time.monotonic() - gone_at < 1.0
+
+
+def _stream_chat(server, body: dict) -> tuple[str, dict]:
+    """A streamed chat as the web client sends it: the answer and the final chunk's `lantern`."""
+    text, lantern = "", {}
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        headers=_auth(server),
+        json={"stream": True, "temperature": 0, "max_tokens": 12, **body},
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            text += chunk["choices"][0]["delta"].get("content") or ""
+            lantern = chunk.get("lantern", lantern)
+    return text, lantern
+
+
+def _conversation(server, conversation_id: str) -> httpx.Response:
+    return httpx.get(server.url + f"/v1/lantern/conversations/{conversation_id}", headers=_auth(server))
+
+
+def test_a_phone_keeps_finds_renames_and_deletes_its_conversations(server):
+    question = "Name a colour of the Norwegian flag."
+    answer, lantern = _stream_chat(
+        server, {"messages": [{"role": "user", "content": question}], "lantern": {"save": True}}
+    )
+    conversation_id = lantern["conversation_id"]
+    assert answer and lantern["model"] == "smollm2-135m-instruct" and lantern["message_id"]
+    stored = _conversation(server, conversation_id).json()
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+        ("user", question),
+        ("assistant", answer),
+    ]
+    assert stored["messages"][1]["id"] == lantern["message_id"]
+    assert stored["messages"][1]["model"] == "smollm2-135m-instruct"
+    assert stored["system_prompt"]  # the system prompt it was asked with, so continuing it asks the same way
+
+    listing = server.url + "/v1/lantern/conversations"
+    assert httpx.get(listing, headers=_auth(server)).json()["conversations"][0]["id"] == conversation_id
+    found = httpx.get(listing, params={"q": "norwegian"}, headers=_auth(server)).json()["conversations"]
+    assert [c["id"] for c in found] == [conversation_id]
+    assert httpx.get(listing, params={"q": "zebra-xylophone"}, headers=_auth(server)).json() == {
+        "conversations": []
+    }
+
+    renamed = httpx.patch(f"{listing}/{conversation_id}", headers=_auth(server), json={"title": "Flags"})
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Flags"
+    assert _conversation(server, conversation_id).json()["title"] == "Flags"
+    blank = httpx.patch(f"{listing}/{conversation_id}", headers=_auth(server), json={"title": "   "})
+    assert blank.status_code == 422 and "empty" in blank.json()["error"]["message"]
+    unknown = httpx.patch(f"{listing}/nope", headers=_auth(server), json={"title": "x"})
+    assert unknown.status_code == 404
+
+    assert httpx.delete(f"{listing}/{conversation_id}", headers=_auth(server)).status_code == 204
+    assert _conversation(server, conversation_id).status_code == 404
+    assert httpx.delete(f"{listing}/{conversation_id}", headers=_auth(server)).status_code == 404
+    assert httpx.delete(f"{listing}/{conversation_id}").status_code == 401
+
+
+def test_regenerating_or_editing_the_last_message_replaces_only_the_last_exchange(server):
+    first = "What is the capital of France?"
+    _, lantern = _stream_chat(
+        server, {"messages": [{"role": "user", "content": first}], "lantern": {"save": True}}
+    )
+    conversation_id = lantern["conversation_id"]
+    second = "And of Italy?"
+    answer, lantern = _stream_chat(
+        server,
+        {"messages": [{"role": "user", "content": second}], "lantern": {"conversation_id": conversation_id}},
+    )
+    before = _conversation(server, conversation_id).json()["messages"]
+
+    again, regenerated = _stream_chat(
+        server,
+        {
+            "messages": [{"role": "user", "content": second}],
+            "lantern": {"conversation_id": conversation_id, "regenerate": True},
+        },
+    )
+    after = _conversation(server, conversation_id).json()["messages"]
+    assert again == answer  # temperature 0, the same history: the same answer, asked again
+    assert after[:2] == before[:2] and len(after) == 4
+    assert after[3]["id"] == regenerated["message_id"] != before[3]["id"]
+
+    edited = "And of Spain?"
+    _stream_chat(
+        server,
+        {
+            "messages": [{"role": "user", "content": edited}],
+            "lantern": {"conversation_id": conversation_id, "regenerate": True},
+        },
+    )
+    after_edit = _conversation(server, conversation_id).json()["messages"]
+    assert [m["content"] for m in after_edit if m["role"] == "user"] == [first, edited]
+
+    lone = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=_auth(server),
+        json={"messages": [{"role": "user", "content": "hi"}], "lantern": {"regenerate": True}},
+    )
+    assert lone.status_code == 422 and "conversation_id" in lone.json()["error"]["message"]
+
+
+def test_an_answer_stopped_half_way_is_kept_in_its_conversation(server):
+    _, lantern = _stream_chat(
+        server, {"messages": [{"role": "user", "content": "Say hello."}], "lantern": {"save": True}}
+    )
+    conversation_id = lantern["conversation_id"]
+    body = {
+        "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
+        "max_tokens": 2000,
+        "stream": True,
+        "lantern": {"conversation_id": conversation_id},
+    }
+    received = ""
+    with httpx.stream(
+        "POST", server.url + "/v1/chat/completions", headers=_auth(server), json=body
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                received += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            if len(received) > 20:
+                break  # the user taps Stop
+    deadline = time.monotonic() + 30
+    while len(messages := _conversation(server, conversation_id).json()["messages"]) < 4:
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.1)
+    kept = messages[3]["content"]
+    assert kept.startswith(received) and len(kept) < 2000 * 4  # what was said, not a whole story
+
+
+def test_a_phone_lists_the_models_it_may_pick(server, client):
+    listed = httpx.get(server.url + "/v1/lantern/models", headers=_auth(server)).json()
+    assert listed["default"] == "smollm2-135m-instruct"
+    assert {"id": "smollm2-135m-instruct", "kind": "model", "base": None} in listed["models"]
+    with pytest.raises(openai.NotFoundError, match="choose one of: smollm2-135m-instruct"):
+        client.chat.completions.create(model="no-such-twin", messages=[{"role": "user", "content": "hi"}])

@@ -16,14 +16,15 @@ from fastapi.responses import StreamingResponse
 from android_client_api.dependencies import Service, Settings, authorized
 from android_client_api.errors import ApiError
 from android_client_api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from android_client_api.service import LanternService
+from android_client_api.service import LanternService, ModelBusyError
 from android_client_api.settings import ServerSettings
-from app.batching import BatchedStream, QueueFullError
+from app.batching import BatchedStream, BatchScheduler, QueueFullError
 from app.chat_template import ChatMessage
 from app.context_budget import PromptPlan
+from app.conversations import Conversation
 from app.engine import GenerationSettings
 from app.errors import ContextOverflowError, LanternError
-from app.memory import cite
+from app.memory import citation_record
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -33,7 +34,7 @@ router = APIRouter(dependencies=authorized)
 @router.get("/v1/models")
 async def models(service: Service):
     created = int(time.time())
-    names = [service.model_name, EMBEDDING_MODEL]
+    names = [m.id for m in service.model_choices()] + [EMBEDDING_MODEL]
     return {
         "object": "list",
         "data": [{"id": n, "object": "model", "created": created, "owned_by": "lantern"} for n in names],
@@ -44,61 +45,79 @@ async def models(service: Service):
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, service: Service, settings: Settings
 ):
-    _check_model(service, body.model)
     try:
         messages = [ChatMessage(m.role, m.text()) for m in body.messages]
     except ValueError as exc:
         raise ApiError(422, str(exc), "invalid_request") from None
     _check_size(settings, sum(len(m.content) for m in messages))
+    options = body.lantern
     system_prompt = service.assistant.config.system_prompt
-    if messages[0].role != "system" and system_prompt and not body.lantern.conversation_id:
+    if messages[0].role != "system" and system_prompt and not options.conversation_id:
         # Small local models answer far better with their usual system prompt; a client that
         # sends its own system message replaces it.
         messages = [ChatMessage("system", system_prompt), *messages]
     conversation = None
-    if body.lantern.conversation_id:
+    if options.regenerate and not options.conversation_id:
+        raise ApiError(422, "regenerate needs the conversation_id of the answer to replace")
+    if options.conversation_id:
         try:
-            conversation = service.assistant.conversations.get(body.lantern.conversation_id)
+            conversation = service.assistant.conversations.get(options.conversation_id)
         except LanternError as exc:
             raise ApiError(404, str(exc), "conversation_not_found") from None
         if messages[-1].role != "user":
             raise ApiError(422, "the last message must be the user's when continuing a conversation")
-        messages = [*conversation.chat_messages(), messages[-1]]
+        history = conversation.chat_messages()
+        if options.regenerate:
+            if [m.role for m in conversation.messages[-2:]] != ["user", "assistant"]:
+                raise ApiError(422, "this conversation has no answer to regenerate", "nothing_to_regenerate")
+            history = history[:-2]
+        messages = [*history, messages[-1]]
+    model = _model_for(service, body.model, conversation)
+    scheduler = await _scheduler(service, model)
     question = messages[-1].content
     citations = []
-    if body.lantern.memory and messages[-1].role == "user":
-        engine = service.scheduler.engine
-        context = service.assistant.memory.context_for(question, engine.count_tokens)
+    if options.memory and messages[-1].role == "user":
+        count_tokens = scheduler.engine.count_tokens
+        context = await asyncio.to_thread(service.assistant.memory.context_for, question, count_tokens)
         if context is not None:
             messages[-1] = ChatMessage("user", context.prompt)
-            citations = [
-                {"source": h.source, "heading": h.heading, "text": h.text, "score": h.score, "cite": cite(h)}
-                for h in context.hits
-            ]
+            citations = [citation_record(h) for h in context.hits]
     generation = _generation_settings(service, body, body.max_completion_tokens or body.max_tokens)
-    plan = await _plan(lambda: service.scheduler.plan_chat(messages, generation.max_tokens))
-    stream = _submit(service, plan, generation)
+    plan = await _plan(lambda: scheduler.plan_chat(messages, generation.max_tokens))
+    stream = _submit(scheduler, plan, generation)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
+    keep = options.conversation_id is not None or options.memory or options.save
+    system_used = messages[0].content if messages[0].role == "system" else ""
 
-    def save(text: str) -> str | None:
+    def save(text: str) -> dict:
+        """The exchange into the conversation store; the ids a client needs for feedback."""
+        if not keep:
+            return {"conversation_id": None, "message_id": None}
         store = service.assistant.conversations
-        target = conversation or (
-            store.create(service.model_name, "", question) if body.lantern.conversation_id is None else None
+        target = conversation or store.create(model, system_used, question)
+        if conversation is not None and conversation.model != model:
+            store.set_model(conversation.id, model)
+        message_id = store.add_exchange(
+            target.id,
+            question,
+            text,
+            stream.result.prompt_tokens if stream.result else None,
+            stream.result.completion_tokens if stream.result else None,
+            model=model,
+            citations=citations,
+            replace_last=options.regenerate,
         )
-        if target is None:
-            return None
-        store.add_exchange(target.id, question, text)
-        return target.id
+        return {"conversation_id": target.id, "message_id": message_id}
 
     if not body.stream:
         text = await _collect(stream, request)
-        conversation_id = save(text) if body.lantern.conversation_id or body.lantern.memory else None
+        saved = save(text)
         return {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": service.model_name,
+            "model": model,
             "choices": [
                 {
                     "index": 0,
@@ -107,7 +126,7 @@ async def chat_completions(
                 }
             ],
             "usage": _usage(stream),
-            "lantern": {"citations": citations, "conversation_id": conversation_id},
+            "lantern": {"citations": citations, "model": model, **saved},
         }
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
@@ -115,46 +134,48 @@ async def chat_completions(
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": service.model_name,
+            "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             **extra,
         }
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     async def events() -> AsyncIterator[str]:
+        pieces: list[str] = []
+        saved = None
         try:
             yield chunk({"role": "assistant", "content": ""})
-            pieces = []
             async for piece in stream:
                 pieces.append(piece)
                 yield chunk({"content": piece})
-            conversation_id = (
-                save("".join(pieces)) if body.lantern.conversation_id or body.lantern.memory else None
-            )
+            saved = save("".join(pieces))
             yield chunk(
                 {},
                 _finish(stream.result.finish_reason),
                 usage=_usage(stream),
-                lantern={"citations": citations, "conversation_id": conversation_id},
+                lantern={"citations": citations, "model": model, **saved},
             )
             yield "data: [DONE]\n\n"
         finally:
             stream.cancel()  # a client that went away frees its slot at once
+            if saved is None and pieces:
+                save("".join(pieces))  # stopped half way: keep what was said, as the terminal does
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, service: Service, settings: Settings):
-    _check_model(service, body.model)
+    model = _model_for(service, body.model, None)
+    scheduler = await _scheduler(service, model)
     try:
         prompt = body.text()
     except ValueError as exc:
         raise ApiError(422, str(exc), "invalid_request") from None
     _check_size(settings, len(prompt))
     generation = _generation_settings(service, body, body.max_tokens or 16)
-    plan = await _plan(lambda: service.scheduler.plan_text(prompt, generation.max_tokens))
-    stream = _submit(service, plan, generation)
+    plan = await _plan(lambda: scheduler.plan_text(prompt, generation.max_tokens))
+    stream = _submit(scheduler, plan, generation)
     completion_id, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def body_of(text: str, finish: str | None) -> dict:
@@ -162,7 +183,7 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
             "id": completion_id,
             "object": "text_completion",
             "created": created,
-            "model": service.model_name,
+            "model": model,
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
         }
 
@@ -203,11 +224,26 @@ async def embeddings(body: EmbeddingRequest, service: Service, settings: Setting
     }
 
 
-def _check_model(service: LanternService, model: str | None) -> None:
-    if model is not None and model != service.model_name:
-        raise ApiError(
-            404, f"no model {model!r} is served here; use {service.model_name!r}", "model_not_found"
-        )
+def _model_for(service: LanternService, requested: str | None, conversation: Conversation | None) -> str:
+    """The model asked for, else the one the conversation was having, else the served default."""
+    choices = {m.id for m in service.model_choices()}
+    if requested is not None:
+        if requested not in choices:
+            known = ", ".join(sorted(choices))
+            raise ApiError(404, f"no model {requested!r} here; choose one of: {known}", "model_not_found")
+        return requested
+    if conversation is not None and conversation.model in choices:
+        return conversation.model
+    return service.model_name
+
+
+async def _scheduler(service: LanternService, model: str) -> BatchScheduler:
+    try:
+        return await asyncio.to_thread(service.scheduler_for, model)
+    except ModelBusyError as exc:
+        raise ApiError(503, str(exc), "model_busy", {"Retry-After": "5"}) from None
+    except LanternError as exc:
+        raise ApiError(400, f"model {model!r} cannot be loaded: {exc}", "model_not_loadable") from None
 
 
 def _check_size(settings: ServerSettings, text_chars: int) -> None:
@@ -241,11 +277,13 @@ async def _plan(make_plan) -> PromptPlan:
         raise ApiError(400, f"cannot build a prompt from these messages: {exc}", "invalid_prompt") from None
 
 
-def _submit(service: LanternService, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
+def _submit(scheduler: BatchScheduler, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
     try:
-        return service.scheduler.submit(plan, settings)
+        return scheduler.submit(plan, settings)
     except QueueFullError as exc:
         raise ApiError(503, f"{exc}; retry shortly", "overloaded", {"Retry-After": "2"}) from None
+    except LanternError as exc:  # a model being unloaded to make room for another
+        raise ApiError(503, f"{exc}; retry shortly", "model_busy", {"Retry-After": "2"}) from None
 
 
 async def _collect(stream: BatchedStream, request: Request) -> str:
