@@ -5,6 +5,7 @@ import { api, events, reachable, token, ApiError, NotPaired, Unreachable } from 
 import { renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
+const WELCOME = $("welcome");
 const DRAFT = "lantern-draft";
 const OPEN = "lantern-conversation";
 const state = {
@@ -309,7 +310,7 @@ function newChat() {
   state.conversation = null;
   state.messages = [];
   localStorage.removeItem(OPEN);
-  $("thread").replaceChildren($("welcome") || el("div"));
+  $("thread").replaceChildren(WELCOME);
   setTitle("Lantern");
   if (state.models) pickModel(state.models.default);
   for (const item of $("conv-list").children) item.firstChild.setAttribute("aria-current", "false");
@@ -340,7 +341,7 @@ function closeDrawer() {
 // ---- messages ----
 
 function addMessage(m) {
-  $("welcome")?.remove();
+  WELCOME.remove();
   state.messages.push(m);
   if (m.role === "user") {
     m.body = el("div", { class: "bubble", text: m.content });
@@ -480,7 +481,9 @@ async function answer(user, { regenerate = false }) {
   else lantern.save = true;
   if (regenerate) lantern.regenerate = true;
   const body = { messages: [{ role: "user", content: user.content }], stream: true, lantern };
-  if ($("model").value) body.model = $("model").value;
+  // A model the server no longer offers (a removed twin) is left to the server: the conversation's, or the default.
+  const picked = $("model").value;
+  if (state.models?.models.some((choice) => choice.id === picked)) body.model = picked;
   state.controller = new AbortController();
   setBusy(true);
   let final = null;
@@ -662,7 +665,7 @@ function bind() {
   $("new-chat").addEventListener("click", newChat);
   $("menu").addEventListener("click", openDrawer);
   $("scrim").addEventListener("click", closeDrawer);
-  $("drawer").addEventListener("keydown", (e) => e.key === "Escape" && closeDrawer());
+  document.addEventListener("keydown", (e) => e.key === "Escape" && closeDrawer());
   $("forget").addEventListener("click", () => forgetDevice().catch(handle));
   $("retry-now").addEventListener("click", probe);
   let typing = 0;
