@@ -326,7 +326,9 @@ def test_a_chat_is_remembered_as_a_note(lantern, app):
 def test_memory_off_answers_without_sources(lantern, app):
     page = app()
     page.uncheck("#use-memory")
-    ask(page, "Who services the boiler?")
+    page.fill("#prompt", "Who services the boiler?")
+    page.press("#prompt", "Control+Enter")  # sent from the keyboard
+    assert wait_for_answer(page).strip()
     assert page.locator(".msg.assistant").last.locator(".sources button").count() == 0
     page.reload()
     assert not page.is_checked("#use-memory")  # the choice is remembered

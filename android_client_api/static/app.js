@@ -655,7 +655,9 @@ function bind() {
   $("token-form").addEventListener("submit", (e) => pair(e).catch(handle));
   $("ask-form").addEventListener("submit", submit);
   $("prompt").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && matchMedia("(pointer: fine)").matches) submit(e);
+    // Enter sends with a keyboard; on a touch screen it is a new line. Ctrl/Cmd+Enter sends on both.
+    const send = e.ctrlKey || e.metaKey || (!e.shiftKey && matchMedia("(pointer: fine)").matches);
+    if (e.key === "Enter" && !e.isComposing && send) submit(e);
   });
   $("prompt").addEventListener("input", () => {
     localStorage.setItem(DRAFT, $("prompt").value);
