@@ -386,6 +386,7 @@ def test_with_the_server_down_the_app_opens_keeps_the_message_and_recovers_when_
         banner = page.inner_text("#banner")
         page.fill("#prompt", "Remind me to water the tomatoes.")
         page.click("#send")
+        screenshot(page, "offline-phone-light")
         kept = page.input_value("#prompt"), page.evaluate("localStorage.getItem('lantern-draft')")
         sent = page.locator(".msg.user").count()
     finally:
@@ -456,6 +457,7 @@ def test_the_main_screens_fit_a_phone_and_a_desktop_in_light_and_dark(lantern, a
 
     small = app(size=SMALL_PHONE)
     open_conversation(small, "Garden week")
+    screenshot(small, "chat-320px-light")
     assert small.evaluate("document.documentElement.scrollWidth") <= 320  # nothing sideways at 320 px
     unnamed = small.evaluate(
         """[...document.querySelectorAll('button, select, input, textarea')]

@@ -377,7 +377,9 @@ function showSources(m) {
 }
 
 function showActions(m) {
-  const rate = (rating, button) => sendFeedback(m, rating, null, button).catch(handle);
+  // A second tap on the same thumb would only store the same judgement twice.
+  const rate = (rating, button) =>
+    button.getAttribute("aria-pressed") !== "true" && sendFeedback(m, rating, null, button).catch(handle);
   m.up = iconButton("up", "Good answer", () => rate(1, m.up), { "aria-pressed": "false" });
   m.down = iconButton("down", "Bad answer", () => rate(-1, m.down), { "aria-pressed": "false" });
   const edit = iconButton("edit", "Edit answer", () => editAnswer(m).catch(handle));
