@@ -219,7 +219,7 @@ function comeBack() {
   clearInterval(state.countdown);
   if (wasOffline) {
     say("Lantern is reachable again.");
-    if (token.get()) refresh();
+    if (token.get()) refresh().catch(handle);
   }
 }
 
@@ -638,6 +638,7 @@ async function refresh() {
       localStorage.removeItem(OPEN);
     });
   }
+  document.body.dataset.ready = "1";
 }
 
 async function start() {
@@ -645,12 +646,7 @@ async function start() {
   $("pairing").hidden = true;
   if (!(await reachable())) return goOffline();
   comeBack();
-  try {
-    await refresh();
-  } catch (error) {
-    handle(error);
-  }
-  document.body.dataset.ready = "1";
+  await refresh().catch(handle);
 }
 
 function bind() {
