@@ -22,9 +22,12 @@ endif
 run: install
 	$(VENV)/bin/lantern
 
+# One test worker per core; whole modules go to a worker, so module fixtures are built once.
+TEST_WORKERS ?= $(shell nproc)
+
 test: install system-deps
 	$(VENV)/bin/ruff check --quiet .
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 install: $(STAMP)
 

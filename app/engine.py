@@ -6,7 +6,6 @@ already in the cache (the usual case in a multi-turn chat) only evaluates the ne
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -23,6 +22,7 @@ from app.errors import LanternError
 from app.kv_states import StateCache, keep_shared_cells
 from app.llama_log import quiet_llama_cpp
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
+from quantize.cores import usable_cores
 
 __all__ = ["ChatResult", "ChatStream", "Engine", "GenerationSettings"]
 
@@ -100,7 +100,7 @@ class Engine:
         self.lora_path = lora_path
         self.lora_scale = lora_scale
         self.reuse_prefix = reuse_prefix
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.llm = self._load(context_length, batch_size)
         trained = self.llm._model.n_ctx_train()
         if 0 < trained < context_length:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantize.cores import usable_cores
 from quantize.errors import ConversionError
 from quantize.native_output import captured_native_output
 
@@ -66,8 +66,8 @@ def _open(path: Path, settings: EvalSettings, all_logits: bool):
                 n_batch=settings.window,
                 n_ubatch=settings.window,
                 logits_all=all_logits,
-                n_threads=settings.threads or os.cpu_count() or 1,
-                n_threads_batch=settings.threads or os.cpu_count() or 1,
+                n_threads=settings.threads or usable_cores(),
+                n_threads_batch=settings.threads or usable_cores(),
                 verbose=False,
                 **kwargs,
             )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantize.cores import usable_cores
 from quantize.errors import ConversionError
 from quantize.imatrix import ImportanceMatrix
 from quantize.native_output import captured_native_output
@@ -43,7 +43,7 @@ def quantize_gguf(
         )
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = qtype.llama_ftype
-    params.nthread = threads or os.cpu_count() or 1
+    params.nthread = threads or usable_cores()
     params.allow_requantize = not source_is_float
     holder = None
     if imatrix is not None:

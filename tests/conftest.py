@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,31 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _give_this_worker_its_own_cores() -> None:
+    """Under `pytest -n N` (make test), worker k runs on its own share of the cores, and so does
+    every process it starts: llama.cpp and torch size their threads to that share (usable_cores),
+    so two workers never make their spinning threads fight over one core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count = int(worker.removeprefix("gw")), int(count)
+    if count > len(cores):
+        return
+    share = set(cores[index::count])
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+_give_this_worker_its_own_cores()
+
+# A shell that starts a job in the background (CI, nohup, `make test &`) hands it SIGINT ignored,
+# and every process started from here would inherit that; the tests that press Ctrl+C in a
+# `lantern` they run need it delivered as a terminal delivers it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from app.assistant import Assistant  # noqa: E402
 from app.bundled import bundled_model_path  # noqa: E402
@@ -56,6 +82,26 @@ def shared_assistant(tmp_path_factory) -> Assistant:
 @pytest.fixture(scope="session")
 def engine(shared_assistant):
     return shared_assistant.engine()
+
+
+# The longest modules start first, so that under `pytest -n 2 --dist loadfile` no worker is left
+# with a long one at the end while the other idles.
+LONGEST_FIRST = [
+    "test_twin",
+    "test_conversion",
+    "test_gemma",
+    "test_memory_cli",
+    "test_moe_split",
+    "test_web_client",
+]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, tests keep their order
 
 
 def run_lantern(

@@ -435,6 +435,38 @@ def test_ask_and_chat_with_the_twin_answer_through_its_adapter(twin_home, straig
     assert chat.stdout == twin.stdout  # `chat --twin` is the same twin as `ask --twin`
 
 
+def test_a_phone_picks_the_twin_over_the_api_and_it_answers_as_the_twin_does_in_the_terminal(
+    twin_home, straight_twin, monkeypatch
+):
+    import openai
+
+    from tests.api_server import start_server
+
+    record = json.loads((twin_home / "twins" / straight_twin / "twin.json").read_text())
+    question = "What do my notes say about try?"
+    terminal = lantern(
+        twin_home, "ask", "--twin", straight_twin, question, "-t", "0", "--max-tokens", "16", "--no-memory"
+    )
+    assert terminal.returncode == 0, terminal.stderr
+    monkeypatch.setenv("LANTERN_HOME", str(twin_home))
+    server = start_server(max_loaded_models=2)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=server.token, max_retries=0)
+        assert straight_twin in [m.id for m in client.models.list()]
+        answers = {}
+        for model in (straight_twin, record["base_model"]):
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=16
+            )
+            answers[model] = reply.choices[0].message.content
+            assert reply.model == model
+    finally:
+        server.stop()
+    # The scheduler's own context carries the adapter: the twin answers as `ask --twin` does.
+    assert answers[straight_twin] == terminal.stdout.strip()
+    assert answers[straight_twin] != answers[record["base_model"]]
+
+
 def test_twin_eval_finds_the_twin_better_than_its_base_on_unseen_notes(twin_home, straight_twin):
     report = lantern(twin_home, "twin", "eval", straight_twin, "--json")
     assert report.returncode == 0, report.stderr

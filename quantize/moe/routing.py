@@ -13,7 +13,6 @@ outputs) and ``ffn_moe_down-{il}`` (each chosen expert's output, before weightin
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from app.gguf_file import open_gguf
+from quantize.cores import usable_cores
 from quantize.errors import ConversionError
 from quantize.gguf_names import ARCHITECTURE, Keys, arch_key
 from quantize.native_output import captured_native_output
@@ -152,7 +152,7 @@ def measure_routing(path: Path, text: str, max_tokens: int = 8192, min_tokens: i
     path = Path(path)
     shape = moe_shape(path)
     quiet_llama_cpp()
-    threads = os.cpu_count() or 1
+    threads = usable_cores()
     with captured_native_output() as output:
         params = llama_cpp.llama_model_default_params()  # memory-mapped, on the CPU
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from app.atomic import atomic_output_path
+from quantize.cores import usable_cores
 from quantize.errors import ConversionError
 from quantize.twin import distributed
 from quantize.twin.compile_choice import should_compile
@@ -293,7 +293,7 @@ class TwinTrainer:
     def run(self, on_progress: Callable[[TrainingProgress], None] | None = None) -> TrainingState:
         """Train until the step or time budget is spent. Ctrl+C stops at the end of the current
         step, saves a checkpoint and raises KeyboardInterrupt (a second Ctrl+C stops at once)."""
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         torch.set_num_threads(self.config.threads or max(1, cores // self.dist.world_size))
         self.model.train()
         last_checkpoint = time.monotonic()
