@@ -444,7 +444,7 @@ function submit(event) {
     $("banner").classList.remove("flash");
     void $("banner").offsetWidth;
     $("banner").classList.add("flash");
-    probe();
+    probe().then(() => state.online && submit()); // back already: send it now
     return;
   }
   $("prompt").value = "";
