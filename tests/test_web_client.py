@@ -12,7 +12,7 @@ from pydoc_data.topics import topics
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from app.errors import LanternError
 from tests.api_server import start_server
@@ -83,8 +83,6 @@ def lantern(web_home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         chromium = launch(playwright)
         yield chromium
@@ -93,11 +91,12 @@ def browser():
 
 @pytest.fixture
 def app(browser, lantern):
-    """Open the app paired as the module's phone (or with ``token``); contexts close after the test."""
+    """Open the app paired as the module's phone (or with another device's ``token``), or on the
+    pairing screen with ``paired=False``; the browser contexts close after the test."""
     pages = []
 
-    def open_(size=PHONE, scheme="light", token: str | None | bool = True):
-        token = lantern.phone_token if token is True else (None if token is False else token)
+    def open_(size=PHONE, scheme="light", token: str | None = None, paired: bool = True):
+        token = (token or lantern.phone_token) if paired else None
         page = open_app(browser, lantern.server.url, token, size, scheme)
         pages.append(page)
         return page
@@ -453,7 +452,7 @@ def test_the_main_screens_fit_a_phone_and_a_desktop_in_light_and_dark(lantern, a
             page.click("#note-search button")
             page.wait_for_selector("#note-hits li")
             screenshot(page, f"notes-{name}-{scheme}")
-            screenshot(app(size=size, scheme=scheme, token=False), f"pairing-{name}-{scheme}")
+            screenshot(app(size=size, scheme=scheme, paired=False), f"pairing-{name}-{scheme}")
 
     small = app(size=SMALL_PHONE)
     open_conversation(small, "Garden week")
