@@ -290,7 +290,9 @@ def test_a_source_under_an_answer_opens_the_passage_it_came_from(lantern, app):
     assert page.is_checked("#use-memory")
     ask(page, "Who services the boiler?")
     source = page.locator(".msg.assistant").last.locator(".sources button", has_text="scan.pdf").first
+    screenshot(page, "sources-phone-light")
     source.click()
+    screenshot(page, "passage-phone-light")
     assert page.locator("#passage-source").inner_text() == "home/scan.pdf"
     assert page.locator("#passage-heading").inner_text() == "page 1"
     assert "Mr Okafor" in page.locator("#passage-text").inner_text()
