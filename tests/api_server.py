@@ -37,9 +37,10 @@ class RunningServer:
         self.service.assistant.close()
 
 
-def start_server(**settings) -> RunningServer:
+def start_server(port: int | None = None, **settings) -> RunningServer:
+    """``port``: a given one (to start again where a stopped server was), else a free one."""
     assistant = Assistant()
-    port = free_port()
+    port = port or free_port()
     service = LanternService.start(assistant, ServerSettings(port=port, **settings))
     token = service.devices.pair("test-phone")
     config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
