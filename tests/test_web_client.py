@@ -281,6 +281,14 @@ def test_stop_ends_an_answer_mid_stream_and_keeps_what_was_written(lantern, app,
     assert answer.locator(".md").inner_text().strip()
     assert eventually(lambda: lantern.server.service.scheduler.busy_slots == 0)  # the slot is freed
 
+    # The first chunk named the conversation: what was written is kept there, and the chat goes on in it.
+    conversation_id = page.evaluate("localStorage.getItem('lantern-conversation')")
+    assert conversation_id
+    assert eventually(
+        lambda: [c.id for c, _ in lantern.store.search("lighthouse keeper")] == [conversation_id]
+    )
+    assert lantern.store.get(conversation_id).messages[1].content.strip()
+
 
 # ---- notes ----
 

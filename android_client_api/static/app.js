@@ -502,7 +502,7 @@ async function answer(user, { regenerate = false }) {
         else if (!m.frame) m.frame = requestAnimationFrame(() => render(m));
         scrollDown();
       }
-      if (chunk.lantern) final = chunk.lantern;
+      if (chunk.lantern) final = { ...final, ...chunk.lantern }; // the first names the conversation, the last the answer
     }
   } catch (caught) {
     // A stream cut by the network fails as a TypeError from the reader.
