@@ -17,6 +17,7 @@ Run: .venv/bin/python bench/bench_memory.py [--chunks 100000] [--rounds 2] [--qu
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -47,11 +48,22 @@ PASSPHRASE = b"benchmark passphrase"
 
 RRF_K = 60  # the constant of the original reciprocal rank fusion paper, untuned
 MODES = ("lexical", "dense", "rrf", "hybrid")
+# Measured only, defaults unchanged: at most N passages of one file among the top results.
+CAPPED = ("rrf/cap1", "rrf/cap2", "hybrid/cap1", "hybrid/cap2")
 
 
 def ranked_sources(memory: Memory, question: str, mode: str, k: int = 10) -> list[str]:
     """The files of the top ``k`` passages, best first. ``rrf`` is the plain baseline: BM25's and
-    dense search's top 50 fused by reciprocal rank (k = 60), nothing tuned."""
+    dense search's top 50 fused by reciprocal rank (k = 60), nothing tuned. ``MODE/capN`` keeps
+    at most N passages per file, from the mode's top 50."""
+    if "/cap" in mode:
+        base, cap = mode.split("/cap")
+        kept, seen = [], collections.Counter()
+        for source in ranked_sources(memory, question, base, k=50):
+            seen[source] += 1
+            if seen[source] <= int(cap):
+                kept.append(source)
+        return kept[:k]
     if mode != "rrf":
         return [h.source for h in memory.search(question, k=k, mode=mode)]
     fused: dict[int, float] = {}
@@ -64,11 +76,13 @@ def ranked_sources(memory: Memory, question: str, mode: str, k: int = 10) -> lis
     return [sources[chunk] for chunk in best]
 
 
-def evaluate(memory: Memory, questions: list[dict], name_of=lambda source: source) -> dict:
+def evaluate(
+    memory: Memory, questions: list[dict], name_of=lambda source: source, modes=MODES + CAPPED
+) -> dict:
     """recall@5 and MRR@10 per mode and split; a hit is any chunk of the labelled file
     (``name_of`` maps a label to the name the memory reports)."""
     results: dict = {}
-    for mode in MODES:
+    for mode in modes:
         per_split: dict[str, list[tuple[float, float]]] = {"dev": [], "test": [], "all": []}
         for q in questions:
             sources = ranked_sources(memory, q["question"], mode)
@@ -91,10 +105,10 @@ def evaluate(memory: Memory, questions: list[dict], name_of=lambda source: sourc
 
 def print_quality(title: str, quality: dict) -> None:
     print(f"\nretrieval quality (document level): {title}")
-    print(f"{'method':<10} {'split':<5} {'recall@5':>9} {'MRR@10':>8} {'n':>4}")
+    print(f"{'method':<12} {'split':<5} {'recall@5':>9} {'MRR@10':>8} {'n':>4}")
     for mode, splits in quality.items():
         for split, row in splits.items():
-            print(f"{mode:<10} {split:<5} {row['recall@5']:>9.3f} {row['mrr@10']:>8.3f} {row['n']:>4}")
+            print(f"{mode:<12} {split:<5} {row['recall@5']:>9.3f} {row['mrr@10']:>8.3f} {row['n']:>4}")
 
 
 def held_out_quality(embedder) -> dict:
