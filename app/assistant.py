@@ -45,17 +45,14 @@ class Turn:
         result = self.stream.result
         if result is None:
             return
-        if self.conversation is None:
-            self.conversation = self.store.create(self.model, self.system_prompt, self.prompt)
-        elif self.conversation.model != self.model:
-            self.store.set_model(self.conversation.id, self.model)  # continued with another model
-        self.store.add_exchange(
-            self.conversation.id,
+        self.conversation, _ = self.store.record_exchange(
+            self.conversation,
+            self.model,
+            self.system_prompt,
             self.prompt,
             result.text,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            model=self.model,
             citations=[citation_record(hit) for hit in self.citations],
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -191,6 +191,40 @@ class ConversationStore:
             ).lastrowid
             self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         return answer_id
+
+    def record_exchange(
+        self,
+        conversation: Conversation | None,
+        model: str,
+        system_prompt: str,
+        prompt: str,
+        answer: str,
+        *,
+        conversation_id: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        citations: list[dict] | None = None,
+        replace_last: bool = False,
+    ) -> tuple[Conversation, int]:
+        """One answered turn, as every front end stores it: a new conversation is created on its
+        first exchange (under ``conversation_id`` if that was already told to a client), a
+        continued one follows a switch of model. Returns the conversation and the answer's id."""
+        if conversation is None:
+            conversation = self.create(model, system_prompt, prompt, conversation_id=conversation_id)
+        elif conversation.model != model:
+            self.set_model(conversation.id, model)
+            conversation = replace(conversation, model=model)
+        answer_id = self.add_exchange(
+            conversation.id,
+            prompt,
+            answer,
+            prompt_tokens,
+            completion_tokens,
+            model=model,
+            citations=citations,
+            replace_last=replace_last,
+        )
+        return conversation, answer_id
 
     def _delete_last_exchange(self, conversation_id: str) -> None:
         last = self.db.execute(

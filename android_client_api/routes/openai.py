@@ -96,17 +96,16 @@ async def chat_completions(
         """The exchange into the conversation store; the ids a client needs for feedback."""
         if not keep:
             return {"conversation_id": None, "message_id": None}
-        store = service.assistant.conversations
-        target = conversation or store.create(model, system_used, question, conversation_id=conversation_id)
-        if conversation is not None and conversation.model != model:
-            store.set_model(conversation.id, model)
-        message_id = store.add_exchange(
-            target.id,
+        result = stream.result
+        target, message_id = service.assistant.conversations.record_exchange(
+            conversation,
+            model,
+            system_used,
             question,
             text,
-            stream.result.prompt_tokens if stream.result else None,
-            stream.result.completion_tokens if stream.result else None,
-            model=model,
+            conversation_id=conversation_id,
+            prompt_tokens=result.prompt_tokens if result else None,
+            completion_tokens=result.completion_tokens if result else None,
             citations=citations,
             replace_last=options.regenerate,
         )
