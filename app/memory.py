@@ -204,12 +204,18 @@ class Memory:
                 text=f"# {title}\n\n{text}",
             )
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> list[RetrievalHit]:
+    def search(
+        self, query: str, k: int = 5, mode: Mode = "hybrid", per_note: int | None = None
+    ) -> list[RetrievalHit]:
+        """``per_note``: passages of one note at most (0: no limit); None: the configured value."""
         if k < 1:
             raise LanternError("--k must be at least 1")
+        per_note = self.config.per_note if per_note is None else per_note
+        if per_note < 0:
+            raise LanternError("--per-note must be 0 (no limit) or more")
         if not MemoryStore.exists(self.directory):
             return []
-        return Retriever(self.store, self.embedder).search(query, k, mode)
+        return Retriever(self.store, self.embedder).search(query, k, mode, per_note)
 
     def context_for(self, question: str, count_tokens: Callable[[str], int]) -> MemoryContext | None:
         """The question wrapped with the best passages that fit the token budget, or None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,7 @@ from rag.store import MemoryStore
 
 Mode = Literal["hybrid", "dense", "lexical"]
 CANDIDATES = 50
+PER_NOTE = 1  # passages of one note among the hybrid results; chosen on the dev half, see RESULTS
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,12 @@ class Retriever:
         self.embedder = embedder
         self.weights = weights or FusionWeights()
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> list[RetrievalHit]:
+    def search(
+        self, query: str, k: int = 5, mode: Mode = "hybrid", per_note: int = PER_NOTE
+    ) -> list[RetrievalHit]:
+        """The best ``k`` passages. Hybrid results hold at most ``per_note`` passages of one note
+        (0: no limit), so one long note cannot crowd out the others; the single-method modes are
+        the plain baselines and are never capped."""
         if k <= 0 or self.store.chunk_count == 0 or not query.strip():
             return []
         if mode == "lexical":
@@ -51,9 +58,9 @@ class Retriever:
         if mode == "dense":
             ids, scores = self.store.dense.search(vector, k)
             return [self._hit(int(c), float(s), float(s)) for c, s in zip(ids, scores, strict=True)]
-        return self._fused(query, vector, k)
+        return self._fused(query, vector, k, per_note)
 
-    def _fused(self, query: str, vector: np.ndarray, k: int) -> list[RetrievalHit]:
+    def _fused(self, query: str, vector: np.ndarray, k: int, per_note: int) -> list[RetrievalHit]:
         """Candidates from both searches, re-scored on both signals and blended."""
         dense_ids, _ = self.store.dense.search(vector, CANDIDATES)
         lexical_scores = self.store.lexical.scores(query)
@@ -64,8 +71,24 @@ class Retriever:
         # Chunk ids only grow and removals keep order, so the row of an id is a binary search away.
         bm25 = lexical_scores[np.searchsorted(rows, candidates)]
         blended = self.weights.dense * _min_max(cosine) + (1 - self.weights.dense) * _min_max(bm25)
-        order = np.argsort(-blended, kind="stable")[:k]
-        return [self._hit(int(candidates[i]), float(blended[i]), float(cosine[i])) for i in order]
+        order = np.argsort(-blended, kind="stable")
+        if per_note > 0:
+            order = self._at_most_per_note(candidates, order, per_note, k)
+        return [self._hit(int(candidates[i]), float(blended[i]), float(cosine[i])) for i in order[:k]]
+
+    def _at_most_per_note(
+        self, candidates: np.ndarray, order: np.ndarray, per_note: int, k: int
+    ) -> np.ndarray:
+        kept: list[int] = []
+        seen: Counter[str] = Counter()
+        for i in order:
+            if len(kept) == k:
+                break
+            note = self.store.chunk(int(candidates[i])).path
+            seen[note] += 1
+            if seen[note] <= per_note:
+                kept.append(i)
+        return np.asarray(kept, dtype=np.int64)
 
     def _hit(self, chunk_id: int, score: float, similarity: float | None = None) -> RetrievalHit:
         chunk = self.store.chunk(chunk_id)
