@@ -43,6 +43,7 @@ class MemoryConfig:
     context_tokens: int = 1024  # prompt tokens the passages may take at most
     min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
     per_note: int = 1  # passages of one note among the results at most; 0: no limit
+    hyde: bool = False  # expand the question with a passage the chat model writes first (measured, off)
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
 
@@ -88,6 +89,7 @@ top_k = 4               # passages given to the model at most
 context_tokens = 1024   # prompt tokens those passages may use at most
 min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 per_note = 1            # passages of one note among the results at most (0: no limit)
+hyde = false            # let the chat model draft an answer to search with too (slower; see RESULTS)
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
 '''

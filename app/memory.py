@@ -205,9 +205,15 @@ class Memory:
             )
 
     def search(
-        self, query: str, k: int = 5, mode: Mode = "hybrid", per_note: int | None = None
+        self,
+        query: str,
+        k: int = 5,
+        mode: Mode = "hybrid",
+        per_note: int | None = None,
+        expansion: str = "",
     ) -> list[RetrievalHit]:
-        """``per_note``: passages of one note at most (0: no limit); None: the configured value."""
+        """``per_note``: passages of one note at most (0: no limit); None: the configured value.
+        ``expansion``: a drafted answer searched for beside the query (HyDE)."""
         if k < 1:
             raise LanternError("--k must be at least 1")
         per_note = self.config.per_note if per_note is None else per_note
@@ -215,11 +221,18 @@ class Memory:
             raise LanternError("--per-note must be 0 (no limit) or more")
         if not MemoryStore.exists(self.directory):
             return []
-        return Retriever(self.store, self.embedder).search(query, k, mode, per_note)
+        return Retriever(self.store, self.embedder).search(query, k, mode, per_note, expansion)
 
-    def context_for(self, question: str, count_tokens: Callable[[str], int]) -> MemoryContext | None:
-        """The question wrapped with the best passages that fit the token budget, or None."""
-        hits = self.search(question, self.config.top_k)
+    def context_for(
+        self,
+        question: str,
+        count_tokens: Callable[[str], int],
+        expand: Callable[[str], str] | None = None,
+    ) -> MemoryContext | None:
+        """The question wrapped with the best passages that fit the token budget, or None.
+        ``expand`` drafts an answer to search with as well (memory.hyde)."""
+        expansion = expand(question) if expand is not None and self.config.hyde else ""
+        hits = self.search(question, self.config.top_k, expansion=expansion)
         if not hits:
             return None
         budget, used, chosen, blocks = self.config.context_tokens, 0, [], []

@@ -235,3 +235,26 @@ def test_a_root_with_nothing_indexed_can_still_be_forgotten(memory, tmp_path):
     assert memory.store.roots == [str(empty)]
     memory.forget(empty)
     assert memory.store.roots == []
+
+
+def test_with_hyde_on_a_drafted_answer_guides_the_search_and_off_it_is_never_asked(tmp_path, embedder, notes):
+    def words(text: str) -> int:
+        return len(text.split())
+
+    def never(question: str) -> str:
+        raise AssertionError("memory.hyde is off: no draft may be written")
+
+    directory = tmp_path / "home" / "memory"
+    plain = Memory(directory, MemoryConfig(), _no_secret, embedder)
+    plain.add([notes])
+    vague = "what is that tall thing made of?"
+    draft = "The lighthouse there is built from pink granite."
+    assert plain.context_for(vague, words, never) is None  # nothing similar enough to the question
+    assert plain.search(vague, k=1)[0].source != "travel/trip.md"
+
+    hyde = Memory(directory, MemoryConfig(hyde=True), _no_secret, embedder)
+    drafted = []
+    context = hyde.context_for(vague, words, lambda q: drafted.append(q) or draft)
+    assert drafted == [vague]
+    assert context is not None and context.hits[0].source == "travel/trip.md"
+    assert "pink granite" in context.hits[0].text
