@@ -15,6 +15,7 @@ DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline 
 
 
 SPECULATIVE_CHOICES = ("off", "prompt-lookup")
+RERANK_CHOICES = ("off", "maxsim", "judge")  # rag/rerank.py
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class MemoryConfig:
     min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
+    # A second stage over the fused top rerank_depth passages (bench/bench_rerank.py, chosen on dev):
+    # "maxsim" (late interaction over the embedder's token vectors) or "judge" (the bundled chat
+    # model's yes/no; slow). rerank_weight: the reranker's share against the first stage's score.
+    rerank: str = "off"
+    rerank_depth: int = 20
+    rerank_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ context_tokens = 1024   # prompt tokens those passages may use at most
 min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
+rerank = "off"          # "maxsim" or "judge": rescore the best passages more closely (slower searches)
+rerank_depth = 20       # how many of the best passages the reranker reads; each costs time
+rerank_weight = 0.5     # the reranker's share of the final order, against the first search's
 '''
 
 
@@ -134,6 +144,9 @@ def _validate(config: Config) -> Config:
         (memory.top_k >= 1, "memory.top_k must be positive"),
         (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
         (-1.0 <= memory.min_similarity <= 1.0, "memory.min_similarity must be between -1 and 1"),
+        (memory.rerank in RERANK_CHOICES, f"memory.rerank must be one of {', '.join(RERANK_CHOICES)}"),
+        (memory.rerank_depth >= 1, "memory.rerank_depth must be positive"),
+        (0.0 <= memory.rerank_weight <= 1.0, "memory.rerank_weight must be between 0 and 1"),
     ]
     for ok, message in checks:
         if not ok:
