@@ -45,12 +45,13 @@ class MemoryConfig:
     min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
-    # A second stage over the fused top rerank_depth passages (bench/bench_rerank.py, chosen on dev):
-    # "maxsim" (late interaction over the embedder's token vectors) or "judge" (the bundled chat
-    # model's yes/no; slow). rerank_weight: the reranker's share against the first stage's score.
+    # A second stage over the fused top rerank_depth passages (bench/bench_rerank.py): "maxsim" (late
+    # interaction over the embedder's token vectors) or "judge" (the chat model's yes/no; slow, weak).
+    # Depth 30 and weight 1.0 (the reranker's score alone) were best on the dev half; off by default
+    # because it adds the encoding of rerank_depth passages to every search (~1 s on 2 cores at 30).
     rerank: str = "off"
-    rerank_depth: int = 20
-    rerank_weight: float = 0.5
+    rerank_depth: int = 30
+    rerank_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
 rerank = "off"          # "maxsim" or "judge": rescore the best passages more closely (slower searches)
-rerank_depth = 20       # how many of the best passages the reranker reads; each costs time
-rerank_weight = 0.5     # the reranker's share of the final order, against the first search's
+rerank_depth = 30       # how many of the best passages the reranker reads; each costs time
+rerank_weight = 1.0     # the reranker's share of the final order, against the first search's
 '''
 
 
