@@ -38,7 +38,7 @@ class RerankStage:
     (1 - ``weight``) * first-stage score, both min-max scaled over those passages."""
 
     reranker: Reranker
-    depth: int = 20
+    depth: int = 30  # memory.rerank_depth; best on the dev half
     weight: float = 1.0
 
     def reorder(
