@@ -15,6 +15,7 @@ DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline 
 
 
 SPECULATIVE_CHOICES = ("off", "prompt-lookup")
+RERANK_CHOICES = ("off", "maxsim", "judge")  # rag/rerank.py
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class MemoryConfig:
     hyde: bool = False  # expand the question with a passage the chat model writes first (measured, off)
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
+    # A second stage over the fused top rerank_depth passages (bench/bench_rerank.py): "maxsim" (late
+    # interaction over the embedder's token vectors) or "judge" (the chat model's yes/no; slow, weak).
+    # Depth 30 and weight 1.0 (the reranker's score alone) were best on the dev half; off by default
+    # because it adds the encoding of rerank_depth passages to every search (~1 s on 2 cores at 30).
+    rerank: str = "off"
+    rerank_depth: int = 30
+    rerank_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,9 @@ per_note = 1            # passages of one note among the results at most (0: no 
 hyde = false            # let the chat model draft an answer to search with too (slower; see RESULTS)
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
+rerank = "off"          # "maxsim" or "judge": rescore the best passages more closely (slower searches)
+rerank_depth = 30       # how many of the best passages the reranker reads; each costs time
+rerank_weight = 1.0     # the reranker's share of the final order, against the first search's
 '''
 
 
@@ -139,6 +150,9 @@ def _validate(config: Config) -> Config:
         (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
         (-1.0 <= memory.min_similarity <= 1.0, "memory.min_similarity must be between -1 and 1"),
         (memory.per_note >= 0, "memory.per_note must be 0 (no limit) or more"),
+        (memory.rerank in RERANK_CHOICES, f"memory.rerank must be one of {', '.join(RERANK_CHOICES)}"),
+        (memory.rerank_depth >= 1, "memory.rerank_depth must be positive"),
+        (0.0 <= memory.rerank_weight <= 1.0, "memory.rerank_weight must be between 0 and 1"),
     ]
     for ok, message in checks:
         if not ok:

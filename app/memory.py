@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.bundled import bundled_model_path
 from app.config import MemoryConfig
 from app.conversations import Conversation
 from app.errors import LanternError
 from rag.embedder import Embedder, SentenceTransformerEmbedder
 from rag.errors import MemoryStoreError, WrongKeyError
 from rag.ingest import Ingester, Progress, SyncReport
+from rag.rerank import LlmJudgeReranker, MaxSimReranker, Reranker, RerankStage, TokenEmbedder
 from rag.retrieval import Mode, RetrievalHit, Retriever
 from rag.store import MemoryStore
 
@@ -105,6 +107,7 @@ class Memory:
         self._secret = _RememberedSecret(secret)
         self._store: MemoryStore | None = None
         self._embedder = embedder  # loaded on first use when not given
+        self._reranker: Reranker | None = None  # config.rerank's, loaded on the first search
 
     @property
     def store(self) -> MemoryStore:
@@ -221,7 +224,29 @@ class Memory:
             raise LanternError("--per-note must be 0 (no limit) or more")
         if not MemoryStore.exists(self.directory):
             return []
-        return Retriever(self.store, self.embedder).search(query, k, mode, per_note, expansion)
+        retriever = Retriever(self.store, self.embedder, rerank=self._rerank_stage())
+        return retriever.search(query, k, mode, per_note, expansion)
+
+    def _rerank_stage(self) -> RerankStage | None:
+        if self.config.rerank == "off":
+            return None
+        with _EMBEDDER_LOCK:
+            if self._reranker is None:
+                self._reranker = self._load_reranker()
+        return RerankStage(self._reranker, self.config.rerank_depth, self.config.rerank_weight)
+
+    def _load_reranker(self) -> Reranker:
+        if self.config.rerank == "judge":
+            model = bundled_model_path()
+            if model is None:
+                raise LanternError(
+                    "memory.rerank = \"judge\" needs the bundled chat model; run 'make install'"
+                )
+            return LlmJudgeReranker(model)
+        embedder = self._load_embedder()
+        if not isinstance(embedder, TokenEmbedder):
+            raise LanternError('memory.rerank = "maxsim" needs a sentence-transformers embedder')
+        return MaxSimReranker(embedder)
 
     def context_for(
         self,

@@ -72,3 +72,16 @@ class SentenceTransformerEmbedder:
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def token_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's contextual token vectors, unit length, without [CLS] and [SEP]: the input of
+        late-interaction reranking (rag/rerank.py)."""
+        with self._lock:
+            outputs = self.model.encode(
+                texts, batch_size=self.batch_size, output_value="token_embeddings", convert_to_numpy=False
+            )
+        vectors = []
+        for tokens in outputs:
+            array = tokens.float().numpy()[1:-1] if len(tokens) > 2 else tokens.float().numpy()
+            vectors.append(array / np.linalg.norm(array, axis=1, keepdims=True).clip(min=1e-12))
+        return vectors

@@ -10,7 +10,8 @@ import numpy as np
 
 from rag.embedder import Embedder
 from rag.lexical import tokenize
-from rag.store import MemoryStore
+from rag.rerank import RerankStage
+from rag.store import MemoryStore, contextual_text
 
 Mode = Literal["hybrid", "dense", "lexical"]
 CANDIDATES = 50
@@ -39,10 +40,17 @@ class FusionWeights:
 
 
 class Retriever:
-    def __init__(self, store: MemoryStore, embedder: Embedder, weights: FusionWeights | None = None):
+    def __init__(
+        self,
+        store: MemoryStore,
+        embedder: Embedder,
+        weights: FusionWeights | None = None,
+        rerank: RerankStage | None = None,
+    ):
         self.store = store
         self.embedder = embedder
         self.weights = weights or FusionWeights()
+        self.rerank = rerank  # hybrid mode only: reorders the fused top ``rerank.depth``
 
     def search(
         self,
@@ -88,6 +96,8 @@ class Retriever:
         if self.weights.headings > 0:
             blended = blended + self.weights.headings * _min_max(self._heading_scores(query, candidates))
         order = np.argsort(-blended, kind="stable")
+        if self.rerank is not None:
+            order, blended = _reranked(self.store, self.rerank, query, candidates, order, blended)
         if per_note > 0:
             order = self._at_most_per_note(candidates, order, per_note, k)
         return [self._hit(int(candidates[i]), float(blended[i]), float(cosine[i])) for i in order[:k]]
@@ -130,6 +140,29 @@ class Retriever:
             chunk_id=chunk_id,
             similarity=None if similarity is None else round(similarity, 6),
         )
+
+
+def _reranked(
+    store: MemoryStore,
+    stage: RerankStage,
+    query: str,
+    candidates: np.ndarray,
+    order: np.ndarray,
+    blended: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fused order with its top ``depth`` reordered by the reranker, and the scores: the
+    rerank stage's for those, the first stage's (capped below them) for the rest."""
+    head, rest = order[: stage.depth], order[stage.depth :]
+    texts = []
+    for i in head:
+        chunk = store.chunk(int(candidates[i]))
+        texts.append(contextual_text(store.files[chunk.path].relative, chunk.headings, chunk.text))
+    new, head_scores = stage.reorder(query, texts, blended[head])
+    scores = blended.copy()
+    scores[head[new]] = head_scores
+    if len(rest):  # keep the scores in rank order past the reranked head
+        scores[rest] = np.minimum(blended[rest], float(head_scores.min()))
+    return np.concatenate([head[new], rest]), scores
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
