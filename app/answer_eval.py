@@ -172,7 +172,7 @@ def evaluate_answers(
                     CitedPassage(cite(hit), contains_fact(f"{hit.heading}\n{hit.text}", question.expected))
                     for hit in turn.citations
                 ],
-                loop=find_loop(result.text),
+                loop=find_loop(result.text, hit_limit=result.finish_reason == "length"),
             )
         )
     return report

@@ -8,7 +8,15 @@ when either
   copies cover at least ``MIN_LOOP_WORDS`` words, with at least one word of letters in the
   run: "It is ... It is ... It is ...", or the same word fifty times; or
 * one sentence (or line) of at least ``MIN_SENTENCE_WORDS`` words appears ``MIN_COPIES`` times or
-  more anywhere in the answer, not necessarily in a row.
+  more anywhere in the answer, not necessarily in a row; or
+* one line, whatever it holds, is written ``MIN_LINE_COPIES`` times in a row, blank lines aside
+  (the model printing an empty code fence until the token limit has no words to repeat); or
+* the answer ran into the token limit while circling: of the word triples in its last
+  ``RAMBLE_WINDOW`` words, at least ``RAMBLE_SHARE`` repeat a triple said earlier in the answer.
+  A repetition guard turns word-for-word loops into loops that vary a word each time ("The with
+  statement is part of X, and it is part of X." over and over); those never end, so only answers
+  cut by the limit are judged this way (finished answers that repeat themselves a lot are verbose,
+  not stuck).
 
 Numbers are one word (``#``), so "1. Use tr. 2. Use tr. 3. Use tr." is a loop, while a table of
 figures or a numbered list whose items say different things is not: its rows repeat a shape,
@@ -24,6 +32,11 @@ MIN_COPIES = 3
 MIN_LOOP_WORDS = 24  # shorter repeats ("very, very, very") are style, not a loop
 MIN_SENTENCE_WORDS = 6
 MAX_UNIT_WORDS = 200  # longest repeated run looked for
+MIN_LINE_COPIES = 8
+RAMBLE_WINDOW = 150
+# In the tuning set's answers (bench/data/repetition_tuning.jsonl), those stuck circling at the
+# limit repeated 50-58% of their triples, the one list that was merely long 19%.
+RAMBLE_SHARE = 0.4
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER = re.compile(r"\d+")
@@ -34,7 +47,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 class Loop:
     """How an answer loops: ``kind`` is "tandem" or "sentence"; ``unit`` the repeated words."""
 
-    kind: str
+    kind: str  # "tandem", "sentence", "line" or "ramble"
     unit: str
     copies: int
 
@@ -44,13 +57,42 @@ def words(text: str) -> list[str]:
     return [_NUMBER.sub("#", w) for w in _WORD.findall(text.lower())]
 
 
-def find_loop(text: str) -> Loop | None:
-    """The first loop found in ``text`` (a tandem repeat first, then a repeated sentence), or None."""
-    return _tandem_repeat(words(text)) or _repeated_sentence(text)
+def find_loop(text: str, hit_limit: bool = False) -> Loop | None:
+    """The first loop found in ``text``, or None. ``hit_limit``: the answer was cut by the token
+    limit (it did not end by itself), which is when circling counts as a loop."""
+    ws = words(text)
+    loop = _tandem_repeat(ws) or _repeated_sentence(text) or _repeated_line(text)
+    if loop is None and hit_limit:
+        loop = _ramble(ws)
+    return loop
 
 
-def is_looping(text: str) -> bool:
-    return find_loop(text) is not None
+def _repeated_line(text: str) -> Loop | None:
+    """The longest run of one line written again and again (blank lines aside), if long enough."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    best, run = None, 0
+    for k, line in enumerate(lines):
+        run = run + 1 if k and line == lines[k - 1] else 1
+        if run >= MIN_LINE_COPIES and (best is None or run > best.copies):
+            best = Loop("line", line, run)
+    return best
+
+
+def _ramble(ws: list[str]) -> Loop | None:
+    """A cut-off answer whose last words mostly say again what it said before."""
+    if len(ws) < RAMBLE_WINDOW:
+        return None
+    seen: set[tuple[str, ...]] = set()
+    repeated = []
+    for i in range(len(ws) - 2):
+        triple = (ws[i], ws[i + 1], ws[i + 2])
+        repeated.append(triple in seen and any(w.isalpha() for w in triple))
+        seen.add(triple)
+    tail = repeated[-RAMBLE_WINDOW:]
+    share = sum(tail) / len(tail)
+    if share < RAMBLE_SHARE:
+        return None
+    return Loop("ramble", f"{share:.0%} of the word triples of the last {RAMBLE_WINDOW} words", 1)
 
 
 def _tandem_repeat(ws: list[str]) -> Loop | None:

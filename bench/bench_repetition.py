@@ -81,7 +81,34 @@ def answer(assistant: Assistant, prompt: dict, settings):
             loop = find_loop("".join(pieces))
             if loop is not None:
                 turn.stream.cancel()
-    return turn, loop or find_loop(turn.result.text)
+    return turn, loop or find_loop(turn.result.text, turn.result.finish_reason == "length")
+
+
+def summarize(paths: list[Path]) -> None:
+    """The looping share per guard from --answers files, over the prompts every guard answered."""
+    records = [json.loads(line) for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
+    guards = list(dict.fromkeys(r["guard"] for r in records))
+    by_prompt: dict[str, dict[str, dict]] = {}
+    for record in records:
+        by_prompt.setdefault(record["id"], {})[record["guard"]] = record
+    complete = sorted(p for p, answers in by_prompt.items() if len(answers) == len(guards))
+    n = len(complete)
+    print(f"{n} prompts answered under every guard ({len(by_prompt) - n} more under some)")
+    print(
+        f"{'guard':<12} {'looping':>12} {'token limit':>12} {'cut at loop':>12} {'mean tokens':>12}  looping"
+    )
+    for guard in guards:
+        rows = [by_prompt[p][guard] for p in complete]
+        # Judged again with today's detector (a loop cut short stays one: the detector only finds more).
+        loops = [r["id"] for r in rows if find_loop(r["text"], r["finish_reason"] == "length")]
+        length = sum(r["finish_reason"] == "length" for r in rows)
+        cut = sum(r["finish_reason"] == "cancelled" for r in rows)
+        tokens = sum(r["completion_tokens"] for r in rows) / max(n, 1)
+        share = f"{len(loops) / n:.1%}" if n else "-"
+        print(
+            f"{guard:<12} {len(loops):>3}/{n} {share:>6} {length:>12} {cut:>12} {tokens:>12.0f}  "
+            + " ".join(loops)
+        )
 
 
 def main() -> None:
@@ -92,9 +119,19 @@ def main() -> None:
     parser.add_argument("--answers", type=Path, help="write every answer here as JSON lines")
     parser.add_argument("--limit", type=int, help="only the first N prompts (a smoke run)")
     parser.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        metavar="ANSWERS",
+        help="print the table of earlier --answers files (the prompts answered under every guard)",
+    )
+    parser.add_argument(
         "--only", choices=("memory", "plain"), help="only the prompts with (or without) memory"
     )
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
 
     prompts = [json.loads(line) for line in SETS[args.set].read_text(encoding="utf-8").splitlines()]
     if args.only:
@@ -129,6 +166,7 @@ def main() -> None:
                     "guard": name,
                     "finish_reason": result.finish_reason,
                     "completion_tokens": result.completion_tokens,
+                    "seconds": round(seconds, 2),
                     "loop": None
                     if loop is None
                     else {"kind": loop.kind, "unit": loop.unit, "copies": loop.copies},

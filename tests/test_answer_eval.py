@@ -30,7 +30,27 @@ LOOPING = {
         f"{TR} It takes two sets. {TR} Use quotes around the sets. {TR} That is all you need."
     ),
     "a pair of lines repeated": "```\n" + "echo hello | tr a-z A-Z\nHELLO\n" * 8 + "```",
+    "an empty code fence until the limit": "Output:\n\n" + "```\n\n" * 60,
 }
+
+LANGUAGES = ["Pygame", "PEP 343", "C++11", "ANSI C", "Java", "Rust", "Go", "Perl", "Ruby", "Haskell"]
+CIRCLING = "The with statement is a context manager.\n\n" + "".join(
+    f"The with statement is part of {x}, and it is part of {x}.\n\n" for x in LANGUAGES * 2
+)
+PHOTOSYNTHESIS = (
+    "Photosynthesis is how plants make food. Leaves take in carbon dioxide from the air through small "
+    "pores called stomata, and roots draw water up from the soil. Chlorophyll, the green pigment in the "
+    "leaf, absorbs sunlight. The plant uses that energy to split water into hydrogen and oxygen; the "
+    "oxygen leaves through the stomata. The hydrogen and the carbon dioxide are then joined into glucose "
+    "in a cycle of reactions named after Melvin Calvin. Glucose feeds the plant and is stored as starch. "
+    "Almost all life on Earth depends on this process, because animals eat plants or eat animals that "
+    "ate plants, and the oxygen we breathe comes from it.\n\nThere are two stages. The light-dependent "
+    "reactions happen in the thylakoid membranes, where light excites electrons and makes ATP and NADPH. "
+    "The light-independent reactions happen in the stroma: enzymes such as RuBisCO fix carbon from the "
+    "air into sugars, spending that ATP and NADPH. Some plants in hot, dry places, like maize and cacti, "
+    "have extra steps (C4 and CAM) that save water by opening their stomata at night or concentrating "
+    "carbon dioxide around RuBisCO, which"
+)
 
 NOT_LOOPING = {
     "a numbered list": (
@@ -59,6 +79,13 @@ def test_answers_that_repeat_themselves_are_loops(name):
 @pytest.mark.parametrize("name", NOT_LOOPING)
 def test_lists_tables_and_code_that_repeat_a_shape_are_not_loops(name):
     assert find_loop(NOT_LOOPING[name]) is None, find_loop(NOT_LOOPING[name])
+
+
+def test_an_answer_cut_by_the_limit_while_circling_is_a_loop_and_a_finished_one_is_not():
+    loop = find_loop(CIRCLING, hit_limit=True)
+    assert loop is not None and loop.kind == "ramble"
+    assert find_loop(CIRCLING) is None  # it ended by itself: verbose, not stuck
+    assert find_loop(PHOTOSYNTHESIS, hit_limit=True) is None  # cut off, but saying new things
 
 
 def test_a_loop_names_what_is_repeated_and_how_often():
