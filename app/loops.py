@@ -16,7 +16,10 @@ when either
   A repetition guard turns word-for-word loops into loops that vary a word each time ("The with
   statement is part of X, and it is part of X." over and over); those never end, so only answers
   cut by the limit are judged this way (finished answers that repeat themselves a lot are verbose,
-  not stuck).
+  not stuck); or
+* the answer ran into the token limit in a list that fills one template: its last
+  ``TEMPLATE_LINES`` lines or more all begin with the same two words ("- 1 day of X (e.g. X
+  rooms)", "#define MAX_X 1").
 
 Numbers are one word (``#``), so "1. Use tr. 2. Use tr. 3. Use tr." is a loop, while a table of
 figures or a numbered list whose items say different things is not: its rows repeat a shape,
@@ -37,6 +40,7 @@ RAMBLE_WINDOW = 150
 # In the tuning set's answers (bench/data/repetition_tuning.jsonl), those stuck circling at the
 # limit repeated 50-58% of their triples, the one list that was merely long 19%.
 RAMBLE_SHARE = 0.4
+TEMPLATE_LINES = 10
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER = re.compile(r"\d+")
@@ -47,7 +51,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 class Loop:
     """How an answer loops: ``kind`` is "tandem" or "sentence"; ``unit`` the repeated words."""
 
-    kind: str  # "tandem", "sentence", "line" or "ramble"
+    kind: str  # "tandem", "sentence", "line", "ramble" or "template"
     unit: str
     copies: int
 
@@ -63,7 +67,7 @@ def find_loop(text: str, hit_limit: bool = False) -> Loop | None:
     ws = words(text)
     loop = _tandem_repeat(ws) or _repeated_sentence(text) or _repeated_line(text)
     if loop is None and hit_limit:
-        loop = _ramble(ws)
+        loop = _ramble(ws) or _template(text)
     return loop
 
 
@@ -93,6 +97,20 @@ def _ramble(ws: list[str]) -> Loop | None:
     if share < RAMBLE_SHARE:
         return None
     return Loop("ramble", f"{share:.0%} of the word triples of the last {RAMBLE_WINDOW} words", 1)
+
+
+def _template(text: str) -> Loop | None:
+    """A cut-off answer whose last lines all begin with the same two words."""
+    starts = [words(line)[:2] for line in text.splitlines() if line.strip()]
+    last = starts[-1] if starts else []
+    run = 0
+    for start in reversed(starts):
+        if start != last:
+            break
+        run += 1
+    if len(last) < 2 or run < TEMPLATE_LINES:
+        return None
+    return Loop("template", " ".join(last), run)
 
 
 def _tandem_repeat(ws: list[str]) -> Loop | None:

@@ -81,6 +81,18 @@ def test_lists_tables_and_code_that_repeat_a_shape_are_not_loops(name):
     assert find_loop(NOT_LOOPING[name]) is None, find_loop(NOT_LOOPING[name])
 
 
+PACKING = "Packing list:\n" + "".join(
+    f"- 1 day of {thing} (e.g. {thing} facilities, {thing} rooms)\n"
+    for thing in "sleep cleanup relaxation souvenirs breakfast meals food clothing towels games books".split()
+)
+
+
+def test_a_list_that_fills_one_template_until_the_limit_is_a_loop():
+    loop = find_loop(PACKING, hit_limit=True)
+    assert loop is not None and loop.kind == "template" and loop.unit == "# day"
+    assert find_loop(PACKING) is None
+
+
 def test_an_answer_cut_by_the_limit_while_circling_is_a_loop_and_a_finished_one_is_not():
     loop = find_loop(CIRCLING, hit_limit=True)
     assert loop is not None and loop.kind == "ramble"
