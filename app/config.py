@@ -15,7 +15,7 @@ DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline 
 
 
 SPECULATIVE_CHOICES = ("off", "prompt-lookup")
-REPETITION_GUARDS = ("dry", "penalty", "off")
+REPETITION_GUARDS = ("penalty", "dry", "off")
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,12 @@ class GenerationConfig:
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int | None = None  # None: a fresh random seed per answer
-    # Small models fall into loops (one sentence until the token limit). "dry": llama.cpp's DRY
-    # sampler makes a token that would extend a run already said in this answer less likely, the
-    # more so the longer the run; "penalty": the classic repeat penalty on every token of the last
-    # 64; "off". Chosen by bench/bench_repetition.py (bench/RESULTS.md, "Repetition guard").
-    repetition_guard: str = "dry"
+    # Small models fall into loops (one sentence until the token limit). "penalty": the classic
+    # repeat penalty on every token of the answer's last 64; "dry": llama.cpp's DRY sampler, which
+    # makes a token that would extend a run already said less likely, the more so the longer the
+    # run; "off". Chosen by bench/bench_repetition.py on its tuning set (bench/RESULTS.md,
+    # "Repetition guard"): "penalty" left 6 of 25 answers looping, "dry" 8, none 14.
+    repetition_guard: str = "penalty"
     dry_multiplier: float = 0.8  # strength of "dry"
     repeat_penalty: float = 1.1  # strength of "penalty" (1.0: none)
 
@@ -88,7 +89,7 @@ temperature = 0.2       # higher is more varied, lower more focused
 top_p = 0.95
 max_tokens = 512
 # seed = 42            # set for repeatable answers
-repetition_guard = "dry"  # keeps answers out of loops: "dry", "penalty" (repeat penalty) or "off"
+repetition_guard = "penalty"  # keeps answers out of loops: "penalty" (repeat penalty), "dry" or "off"
 dry_multiplier = 0.8    # how hard "dry" pushes away from repeating itself
 repeat_penalty = 1.1    # how hard "penalty" does (1.0 is none)
 

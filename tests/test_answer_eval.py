@@ -127,9 +127,9 @@ def _chain_names(sampler) -> list[str]:
 
 def test_the_repetition_guard_leads_the_sampler_chain_by_default_and_off_removes_it(engine):
     vocab = engine.llm._model.vocab
-    assert _chain_names(make_sampler(GenerationSettings(), vocab))[0] == "dry"
-    assert _chain_names(make_sampler(GenerationSettings(temperature=0), vocab)) == ["dry", "greedy"]
-    assert _chain_names(make_sampler(GenerationSettings(repetition_guard="penalty"), vocab))[0] == "penalties"
+    assert _chain_names(make_sampler(GenerationSettings(), vocab))[0] == "penalties"
+    assert _chain_names(make_sampler(GenerationSettings(temperature=0), vocab)) == ["penalties", "greedy"]
+    assert _chain_names(make_sampler(GenerationSettings(repetition_guard="dry"), vocab))[0] == "dry"
     off = _chain_names(make_sampler(GenerationSettings(repetition_guard="off"), vocab))
     assert "dry" not in off and "penalties" not in off
 
@@ -138,7 +138,7 @@ def test_the_config_sets_the_guard_for_every_answer():
     config = parse_config('[generation]\nrepetition_guard = "off"\n')
     assert config.generation.repetition_guard == "off"
     assert parse_config("").generation.repetition_guard == GenerationSettings().repetition_guard
-    with pytest.raises(LanternError, match="generation.repetition_guard must be one of dry, penalty, off"):
+    with pytest.raises(LanternError, match="generation.repetition_guard must be one of penalty, dry, off"):
         parse_config('[generation]\nrepetition_guard = "strong"\n')
 
 
