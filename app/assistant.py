@@ -154,6 +154,9 @@ class Assistant:
             top_p=top_p if top_p is not None else defaults.top_p,
             seed=seed if seed is not None else defaults.seed,
             speculative=speculative or self.config.runtime.speculative,
+            repetition_guard=defaults.repetition_guard,
+            dry_multiplier=defaults.dry_multiplier,
+            repeat_penalty=defaults.repeat_penalty,
         )
         if settings.max_tokens < 1:
             raise LanternError("max tokens must be at least 1")

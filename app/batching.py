@@ -288,7 +288,7 @@ class BatchScheduler:
             slot = _Slot(
                 sequence=sequence,
                 stream=stream,
-                sampler=make_sampler(settings),
+                sampler=make_sampler(settings, self._vocab),
                 answer=AnswerText(
                     self.engine._pieces,
                     self._vocab,

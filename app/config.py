@@ -16,6 +16,7 @@ DEFAULT_SYSTEM_PROMPT = "You are Lantern, a helpful assistant that runs offline 
 
 SPECULATIVE_CHOICES = ("off", "prompt-lookup")
 RERANK_CHOICES = ("off", "maxsim", "judge")  # rag/rerank.py
+REPETITION_GUARDS = ("penalty", "dry", "off")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class GenerationConfig:
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int | None = None  # None: a fresh random seed per answer
+    # Small models fall into loops (one sentence until the token limit). "penalty": the classic
+    # repeat penalty on every token of the answer's last 64; "dry": llama.cpp's DRY sampler, which
+    # makes a token that would extend a run already said less likely, the more so the longer the
+    # run; "off". Chosen by bench/bench_repetition.py on its tuning set (bench/RESULTS.md,
+    # "Repetition guard"): "penalty" left 6 of 25 answers looping, "dry" 8, none 14.
+    repetition_guard: str = "penalty"
+    dry_multiplier: float = 0.8  # strength of "dry"
+    repeat_penalty: float = 1.1  # strength of "penalty" (1.0: none)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,9 @@ temperature = 0.2       # higher is more varied, lower more focused
 top_p = 0.95
 max_tokens = 512
 # seed = 42            # set for repeatable answers
+repetition_guard = "penalty"  # keeps answers out of loops: "penalty" (repeat penalty), "dry" or "off"
+dry_multiplier = 0.8    # how hard "dry" pushes away from repeating itself
+repeat_penalty = 1.1    # how hard "penalty" does (1.0 is none)
 
 [memory]
 enabled = true          # answer from your notes ('lantern memory add PATH'); --no-memory skips it
@@ -146,6 +158,12 @@ def _validate(config: Config) -> Config:
         (0.0 <= gen.temperature <= 5.0, "generation.temperature must be between 0 and 5"),
         (0.0 < gen.top_p <= 1.0, "generation.top_p must be in (0, 1]"),
         (gen.max_tokens >= 1, "generation.max_tokens must be positive"),
+        (
+            gen.repetition_guard in REPETITION_GUARDS,
+            f"generation.repetition_guard must be one of {', '.join(REPETITION_GUARDS)}",
+        ),
+        (0.0 <= gen.dry_multiplier <= 10.0, "generation.dry_multiplier must be between 0 and 10"),
+        (1.0 <= gen.repeat_penalty <= 3.0, "generation.repeat_penalty must be between 1 and 3"),
         (memory.top_k >= 1, "memory.top_k must be positive"),
         (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
         (-1.0 <= memory.min_similarity <= 1.0, "memory.min_similarity must be between -1 and 1"),

@@ -9,12 +9,24 @@ verification of drafted tokens.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import secrets
 from dataclasses import dataclass, field
 
 import llama_cpp
 
+from app.config import REPETITION_GUARDS, GenerationConfig
 from app.engine_text import StopMatcher, TokenPieces
+
+_GUARD_DEFAULTS = GenerationConfig()
+# DRY's fixed parts, llama.cpp's defaults: a repeat may run 2 tokens before it is penalised, the
+# penalty grows by 1.75x per further token, and a match never spans a line break, a colon, a
+# quote or an asterisk (so Markdown structure and "Key: value" lines are not runs).
+DRY_BASE = 1.75
+DRY_ALLOWED_LENGTH = 2
+DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
+PENALTY_LAST_N = 64  # the repeat penalty looks at this many of the latest tokens (llama.cpp's default)
+# DRY's breakers also let a loop of short lines ("# " 150 times) through: seen in the tuning set.
 
 
 @dataclass(frozen=True)
@@ -25,16 +37,28 @@ class GenerationSettings:
     seed: int | None = None  # None: a fresh random seed for every answer
     stop: tuple[str, ...] = ()
     speculative: str = "off"  # "prompt-lookup": draft tokens from n-grams already in the chat
+    repetition_guard: str = _GUARD_DEFAULTS.repetition_guard  # "penalty", "dry" or "off" (config.py)
+    dry_multiplier: float = _GUARD_DEFAULTS.dry_multiplier
+    repeat_penalty: float = _GUARD_DEFAULTS.repeat_penalty
 
 
-def make_sampler(settings: GenerationSettings):
-    """llama.cpp's sampler chain for these settings; free it with ``llama_sampler_free``.
+def make_sampler(settings: GenerationSettings, vocab):
+    """llama.cpp's sampler chain for these settings and the model's ``vocab``; free it with
+    ``llama_sampler_free``.
 
-    Greedy at temperature 0; otherwise llama.cpp's usual defaults (top-k 40, min-p 0.05) around
-    the requested top-p and temperature.
+    First the repetition guard, over the whole vocabulary as llama.cpp orders it; then greedy at
+    temperature 0, otherwise llama.cpp's usual defaults (top-k 40, min-p 0.05) around the
+    requested top-p and temperature. The guard applies at temperature 0 too: greedy decoding
+    loops most of all, and the guard is deterministic, so greedy answers stay repeatable. It sees
+    only the answer's own tokens (the prompt is never accepted into the chain), so quoting a
+    note or an earlier turn is not penalised; speculative drafts are checked through the same
+    chain, token by token, so they still give the plain answer.
     """
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
+    guard = _repetition_guard(settings, vocab)
+    if guard is not None:
+        add(chain, guard)
     if settings.temperature <= 0:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -45,6 +69,30 @@ def make_sampler(settings: GenerationSettings):
     add(chain, llama_cpp.llama_sampler_init_temp(settings.temperature))
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _repetition_guard(settings: GenerationSettings, vocab):
+    if settings.repetition_guard == "dry" and settings.dry_multiplier > 0:
+        breakers = (ctypes.c_char_p * len(DRY_SEQUENCE_BREAKERS))(
+            *(b.encode("utf-8") for b in DRY_SEQUENCE_BREAKERS)
+        )  # llama.cpp copies them at init
+        return llama_cpp.llama_sampler_init_dry(
+            vocab,
+            settings.dry_multiplier,
+            DRY_BASE,
+            DRY_ALLOWED_LENGTH,
+            max(settings.max_tokens, 64),  # the whole answer
+            breakers,
+            len(DRY_SEQUENCE_BREAKERS),
+        )
+    if settings.repetition_guard == "penalty" and settings.repeat_penalty != 1.0:
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        return llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, settings.repeat_penalty, 0.0, 0.0
+        )
+    if settings.repetition_guard not in REPETITION_GUARDS:
+        raise ValueError(f"unknown repetition guard {settings.repetition_guard!r}")
+    return None
 
 
 class BatchWriter:

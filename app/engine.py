@@ -225,7 +225,7 @@ class Engine:
             reused = self._reuse_cells(tokens)
             known = TokenHistory(tokens)
             position = reused  # tokens of ``known`` in the KV cells
-            sampler = make_sampler(settings)
+            sampler = make_sampler(settings, self.llm._model.vocab)
             answer = AnswerText(
                 self._pieces,
                 self.llm._model.vocab,

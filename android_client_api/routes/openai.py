@@ -268,6 +268,9 @@ def _generation_settings(service: LanternService, body, max_tokens: int | None) 
         seed=body.seed,
         stop=body.stops(),
         speculative=service.settings.speculative or service.assistant.config.runtime.speculative,
+        repetition_guard=defaults.repetition_guard,
+        dry_multiplier=defaults.dry_multiplier,
+        repeat_penalty=defaults.repeat_penalty,
     )
 
 

@@ -138,7 +138,7 @@ def _torch_side(source, imatrix_from, stack, gguf_path, is_float):
 
 @click.group("eval")
 def eval_group():
-    """Measure models through llama.cpp: perplexity, and how far one model strays from another."""
+    """Measure models: perplexity, how far one model strays from another, and whole answers."""
 
 
 def _eval_options(command):

@@ -11,6 +11,7 @@ from app.cli.chat import chat
 from app.cli.context import assistant_from
 from app.cli.conversations import conversations
 from app.cli.convert import convert, eval_group, quantize
+from app.cli.eval import answers
 from app.cli.memory import memory
 from app.cli.models import models
 from app.cli.moe import moe
@@ -59,6 +60,7 @@ for command in (ask, chat, models, conversations, memory, convert, quantize, eva
     cli.add_command(command)
 for command in (serve, pair, devices, tunnel):
     cli.add_command(command)
+eval_group.add_command(answers)
 
 
 def main() -> None:
