@@ -44,6 +44,9 @@ class MemoryConfig:
     min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
+    tune_minutes: float = (
+        10.0  # `memory tune` stops training after this long; the held-out guard still decides
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ context_tokens = 1024   # prompt tokens those passages may use at most
 min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
+tune_minutes = 10.0     # 'lantern memory tune' trains at most this long (CPU)
 '''
 
 
