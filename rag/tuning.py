@@ -13,6 +13,7 @@ import hashlib
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,7 @@ from rag.store import Chunk
 MIN_NOTES = 5  # fewer notes than this leave nothing meaningful to hold out
 MIN_PAIRS = 20
 RANK_CUTOFF = 10  # MRR@10
+COMMON_HEADING_NOTES, COMMON_HEADING_SHARE = 8, 0.05  # a heading in more notes says too little
 
 # Headings that name a place in a file, not what it is about: no pair is made from them.
 _GENERIC_HEADING = re.compile(
@@ -67,21 +69,31 @@ class TuneSettings:
 
 def make_pairs(chunks: Iterable[tuple[Chunk, str]]) -> list[TrainingPair]:
     """Heading → passage and first sentence → rest, from every (chunk, note name) that offers one."""
+    chunks = list(chunks)
+    headings = {chunk.id: _heading_query(chunk.headings) for chunk, _ in chunks}
+    notes_with = Counter(heading for _, heading in {(note, headings[c.id]) for c, note in chunks})
+    shared_limit = max(COMMON_HEADING_NOTES, COMMON_HEADING_SHARE * len({note for _, note in chunks}))
     pairs: list[TrainingPair] = []
     sections_seen: set[tuple[str, tuple[str, ...]]] = set()
     for chunk, note in chunks:
-        text = " ".join(chunk.text.split())
         section = (chunk.path, chunk.headings)
-        heading = " › ".join(h for h in chunk.headings if not _GENERIC_HEADING.match(h.strip()))
         # Only a section's first chunk: the later ones open with the overlap of the one before.
-        if section not in sections_seen:
-            sections_seen.add(section)
-            if _words(heading) >= 1 and _words(text) >= 8:
-                pairs.append(TrainingPair(heading, text, note, chunk.id, "heading"))
-            first, rest = _first_sentence(text)
-            if 4 <= _words(first) <= 40 and _words(rest) >= 8:
-                pairs.append(TrainingPair(first, rest, note, chunk.id, "sentence"))
+        if section in sections_seen:
+            continue
+        sections_seen.add(section)
+        text = " ".join(chunk.text.split())
+        heading = headings[chunk.id]
+        # A heading many notes share ("DESCRIPTION", "Meeting notes") names a kind of section.
+        if _words(heading) >= 1 and notes_with[heading] <= shared_limit and _words(text) >= 8:
+            pairs.append(TrainingPair(heading, text, note, chunk.id, "heading"))
+        first, rest = _first_sentence(text)
+        if 4 <= _words(first) <= 40 and _words(rest) >= 8:
+            pairs.append(TrainingPair(first, rest, note, chunk.id, "sentence"))
     return pairs
+
+
+def _heading_query(headings: tuple[str, ...]) -> str:
+    return " › ".join(h.strip() for h in headings if not _GENERIC_HEADING.match(h.strip()))
 
 
 def _words(text: str) -> int:
