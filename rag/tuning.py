@@ -44,7 +44,7 @@ class TrainingPair:
     query: str
     passage: str
     note: str  # the note it came from, as its source is shown: the unit of the held-out split
-    chunk_id: int  # the passage's chunk: any passage of it is a right answer
+    chunk_id: int
     kind: Literal["heading", "sentence"]
 
 
@@ -119,17 +119,21 @@ def split_by_note(
 def score_pairs(
     embed: Callable[[list[str]], np.ndarray], held_out: list[TrainingPair], all_pairs: list[TrainingPair]
 ) -> PairScore:
-    """Rank every passage of ``all_pairs`` for each held-out query; the best passage of the right
-    chunk counts (a heading and a first-sentence pair of one chunk carry nearly the same text)."""
-    passages = sorted({(p.chunk_id, p.passage) for p in all_pairs})
-    chunk_of = np.asarray([cid for cid, _ in passages])
-    similarity = embed([p.query for p in held_out]) @ embed([text for _, text in passages]).T
+    """Rank each held-out query's passage among every passage of its kind in ``all_pairs`` (whole
+    chunk texts for headings, the rests of passages for first sentences): no candidate holds the
+    query's own words verbatim, so a first sentence does not find itself."""
     reciprocal, first = [], []
-    for row, pair in zip(similarity, held_out, strict=True):
-        right = chunk_of == pair.chunk_id
-        rank = int((row[~right] > row[right].max()).sum())
-        reciprocal.append(1.0 / (rank + 1) if rank < RANK_CUTOFF else 0.0)
-        first.append(rank == 0)
+    for kind in ("heading", "sentence"):
+        queries = [p for p in held_out if p.kind == kind]
+        if not queries:
+            continue
+        passages = sorted({(p.chunk_id, p.passage) for p in all_pairs if p.kind == kind})
+        position = {chunk_id: n for n, (chunk_id, _) in enumerate(passages)}
+        similarity = embed([p.query for p in queries]) @ embed([text for _, text in passages]).T
+        for row, pair in zip(similarity, queries, strict=True):
+            rank = int((row > row[position[pair.chunk_id]]).sum())
+            reciprocal.append(1.0 / (rank + 1) if rank < RANK_CUTOFF else 0.0)
+            first.append(rank == 0)
     return PairScore(round(float(np.mean(reciprocal)), 4), round(float(np.mean(first)), 4))
 
 
@@ -152,7 +156,7 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     batches = _batches(pairs, settings)
     # Linear decay to zero over the planned steps: the last steps change the weights least.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / len(batches))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / max(1, len(batches)))
     deadline = time.monotonic() + settings.max_minutes * 60
     model.train()
     steps = 0
@@ -188,8 +192,10 @@ def _batches(pairs: list[TrainingPair], settings: TuneSettings) -> list[list[Tra
 
 def _one_per_query(batch: list[TrainingPair]) -> list[TrainingPair]:
     """Two pairs with the same query in a batch would each be the other's false negative."""
-    seen: set[str] = set()
-    return [p for p in batch if not (p.query in seen or seen.add(p.query))]
+    by_query: dict[str, TrainingPair] = {}
+    for pair in batch:
+        by_query.setdefault(pair.query, pair)
+    return list(by_query.values())
 
 
 @dataclass(frozen=True)
