@@ -20,7 +20,9 @@ from tests.conftest import LANTERN, run_lantern
 from tests.memory_fixtures import make_owner_notes
 
 STOCK = "all-MiniLM-L6-v2"
-TUNE_TIMEOUT = 1800  # a bound for a hung run, not a speed check: CPU training on a shared machine
+# Bounds for a hung run, not speed checks: a tune trains on the CPU, which tests may share.
+TUNE_TIMEOUT = 1800
+tuning = pytest.mark.timeout(2400)
 PASSPHRASE = "a long passphrase for tests"
 QUERY = "Whisper › Repairs"  # the owner's name for the bicycle, and a heading of theirs
 
@@ -50,6 +52,7 @@ def _embedder_in_use(home, embedder: SentenceTransformerEmbedder, passphrase: st
     return agreeing[0]
 
 
+@tuning
 def test_tune_learns_the_notes_shorthand_survives_encryption_and_rolls_back(
     home, embedder, tmp_path, monkeypatch
 ):
@@ -90,6 +93,7 @@ def test_tune_learns_the_notes_shorthand_survives_encryption_and_rolls_back(
     )
 
 
+@tuning
 def test_a_tuned_encrypted_memory_opens_with_the_passphrase_only(home, embedder, tmp_path, monkeypatch):
     monkeypatch.setenv("LANTERN_PASSPHRASE", PASSPHRASE)
     _ok(run_lantern("memory", "init", "--encrypt"))
