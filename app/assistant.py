@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from app.chat_template import ChatMessage, check_utf8
@@ -15,6 +16,7 @@ from app.home import DataHome
 from app.kv_states import StateCache, context_fingerprint
 from app.memory import Memory, citation_record, secret_from_environment
 from app.model_store import ModelStore, looks_like_path
+from app.query_expansion import hypothetical_passage
 from app.twins import TwinStore
 from rag.retrieval import RetrievalHit
 
@@ -187,7 +189,8 @@ class Assistant:
         engine = self.engine(model)
         context = None
         if use_memory and self.config.memory.enabled and self.memory.has_notes():
-            context = self.memory.context_for(prompt, engine.count_tokens)
+            expand = partial(hypothetical_passage, engine)
+            context = self.memory.context_for(prompt, engine.count_tokens, expand)
         content = context.prompt if context else prompt
         stream = engine.stream_chat([*messages, ChatMessage("user", content)], settings or self.settings())
         citations = context.hits if context else []

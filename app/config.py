@@ -42,6 +42,8 @@ class MemoryConfig:
     top_k: int = 4  # passages put in the prompt at most
     context_tokens: int = 1024  # prompt tokens the passages may take at most
     min_similarity: float = 0.25  # passages less similar to the question stay out of the prompt
+    per_note: int = 1  # passages of one note among the results at most; 0: no limit
+    hyde: bool = False  # expand the question with a passage the chat model writes first (measured, off)
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
     key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
     tune_minutes: float = (
@@ -89,6 +91,8 @@ enabled = true          # answer from your notes ('lantern memory add PATH'); --
 top_k = 4               # passages given to the model at most
 context_tokens = 1024   # prompt tokens those passages may use at most
 min_similarity = 0.25   # cosine below which a passage is left out as unrelated
+per_note = 1            # passages of one note among the results at most (0: no limit)
+hyde = false            # let the chat model draft an answer to search with too (slower; see RESULTS)
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
 key_file = ""           # encrypted memory: a key file instead of a passphrase
 tune_minutes = 10.0     # 'lantern memory tune' trains at most this long (CPU)
@@ -138,6 +142,7 @@ def _validate(config: Config) -> Config:
         (memory.top_k >= 1, "memory.top_k must be positive"),
         (memory.context_tokens >= 64, "memory.context_tokens must be at least 64"),
         (-1.0 <= memory.min_similarity <= 1.0, "memory.min_similarity must be between -1 and 1"),
+        (memory.per_note >= 0, "memory.per_note must be 0 (no limit) or more"),
     ]
     for ok, message in checks:
         if not ok:

@@ -228,13 +228,25 @@ class Memory:
                 text=f"# {title}\n\n{text}",
             )
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid") -> list[RetrievalHit]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        mode: Mode = "hybrid",
+        per_note: int | None = None,
+        expansion: str = "",
+    ) -> list[RetrievalHit]:
+        """``per_note``: passages of one note at most (0: no limit); None: the configured value.
+        ``expansion``: a drafted answer searched for beside the query (HyDE)."""
         if k < 1:
             raise LanternError("--k must be at least 1")
+        per_note = self.config.per_note if per_note is None else per_note
+        if per_note < 0:
+            raise LanternError("--per-note must be 0 (no limit) or more")
         if not MemoryStore.exists(self.directory):
             return []
         store = self.store.load()  # the generation first: it says which embedder to use
-        return Retriever(store, self._embedder_for(store)).search(query, k, mode)
+        return Retriever(store, self._embedder_for(store)).search(query, k, mode, per_note, expansion)
 
     def tune(
         self,
@@ -298,9 +310,16 @@ class Memory:
                 )
             return Ingester(store, base, on_encode).reencode()
 
-    def context_for(self, question: str, count_tokens: Callable[[str], int]) -> MemoryContext | None:
-        """The question wrapped with the best passages that fit the token budget, or None."""
-        hits = self.search(question, self.config.top_k)
+    def context_for(
+        self,
+        question: str,
+        count_tokens: Callable[[str], int],
+        expand: Callable[[str], str] | None = None,
+    ) -> MemoryContext | None:
+        """The question wrapped with the best passages that fit the token budget, or None.
+        ``expand`` drafts an answer to search with as well (memory.hyde)."""
+        expansion = expand(question) if expand is not None and self.config.hyde else ""
+        hits = self.search(question, self.config.top_k, expansion=expansion)
         if not hits:
             return None
         budget, used, chosen, blocks = self.config.context_tokens, 0, [], []

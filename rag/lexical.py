@@ -39,6 +39,7 @@ class BM25Index:
         self._term_counts = sp.csr_matrix((0, 0), dtype=np.float32)
         self._pending: list[sp.csr_matrix] = []
         self._weights: sp.csc_matrix | None = None
+        self._idf = np.zeros(0, dtype=np.float32)
 
     def __len__(self) -> int:
         return self._term_counts.shape[0] + sum(p.shape[0] for p in self._pending)
@@ -91,6 +92,7 @@ class BM25Index:
             avg_len = doc_len.mean() if len(doc_len) else 1.0
             df = np.bincount(tf.indices, minlength=tf.shape[1])
             idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+            self._idf = idf
             rows = np.repeat(np.arange(tf.shape[0]), np.diff(tf.indptr))
             norm = self.k1 * (1 - self.b + self.b * doc_len[rows] / max(avg_len, 1e-9))
             weights = idf[tf.indices] * tf.data * (self.k1 + 1) / (tf.data + norm)
@@ -104,6 +106,11 @@ class BM25Index:
         if not columns or len(self) == 0:
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self._weight_matrix()[:, columns].sum(axis=1)).ravel()
+
+    def idf(self, terms: set[str]) -> dict[str, float]:
+        """BM25's inverse document frequency of each of ``terms`` the index knows."""
+        self._weight_matrix()
+        return {t: float(self._idf[self.vocabulary[t]]) for t in terms if t in self.vocabulary}
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the ``k`` best-matching documents (only those sharing a term)."""

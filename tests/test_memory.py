@@ -63,6 +63,29 @@ def test_hits_cite_the_file_relative_to_its_root_and_the_heading_path(memory, no
     assert (pdf.source, pdf.heading) == ("home/scan.pdf", "page 1")
 
 
+def test_one_long_note_cannot_crowd_the_others_out_of_the_results(memory, tmp_path):
+    folder = tmp_path / "bikes"
+    folder.mkdir()
+    sections = [
+        f"## Ride {n}\n\nThe bicycle chain was cleaned and oiled after ride {n} through the hills."
+        for n in range(8)
+    ]
+    (folder / "logbook.md").write_text("# Bicycle logbook\n\n" + "\n\n".join(sections) + "\n")
+    (folder / "shop.md").write_text("# Shop\n\nThe bike shop sells chain oil and cleans bicycles.\n")
+    memory.add([folder])
+    assert memory.store.chunk_count >= 8
+
+    hits = memory.search("cleaning and oiling the bicycle chain", k=4)
+    assert _sources(hits) == ["logbook.md", "shop.md"]  # one passage per note: two notes, two hits
+
+    everything = memory.search("cleaning and oiling the bicycle chain", k=4, per_note=0)
+    assert len(everything) == 4 and _sources(everything).count("logbook.md") >= 3
+    two_each = memory.search("cleaning and oiling the bicycle chain", k=4, per_note=2)
+    assert sorted(_sources(two_each)) == ["logbook.md", "logbook.md", "shop.md"]
+    plain_dense = memory.search("cleaning and oiling the bicycle chain", k=4, mode="dense")
+    assert _sources(plain_dense).count("logbook.md") >= 3  # the single-method baselines stay plain
+
+
 def test_sync_reembeds_only_the_edited_note(memory, notes):
     memory.add([notes])
     trip = notes / "travel" / "trip.md"
@@ -212,3 +235,26 @@ def test_a_root_with_nothing_indexed_can_still_be_forgotten(memory, tmp_path):
     assert memory.store.roots == [str(empty)]
     memory.forget(empty)
     assert memory.store.roots == []
+
+
+def test_with_hyde_on_a_drafted_answer_guides_the_search_and_off_it_is_never_asked(tmp_path, embedder, notes):
+    def words(text: str) -> int:
+        return len(text.split())
+
+    def never(question: str) -> str:
+        raise AssertionError("memory.hyde is off: no draft may be written")
+
+    directory = tmp_path / "home" / "memory"
+    plain = Memory(directory, MemoryConfig(), _no_secret, embedder)
+    plain.add([notes])
+    vague = "what is that tall thing made of?"
+    draft = "The lighthouse there is built from pink granite."
+    assert plain.context_for(vague, words, never) is None  # nothing similar enough to the question
+    assert plain.search(vague, k=1)[0].source != "travel/trip.md"
+
+    hyde = Memory(directory, MemoryConfig(hyde=True), _no_secret, embedder)
+    drafted = []
+    context = hyde.context_for(vague, words, lambda q: drafted.append(q) or draft)
+    assert drafted == [vague]
+    assert context is not None and context.hits[0].source == "travel/trip.md"
+    assert "pink granite" in context.hits[0].text

@@ -120,22 +120,28 @@ def memory_sync(ctx):
     show_default=True,
     help="hybrid fuses BM25 and embeddings; the others use one method alone.",
 )
+@click.option(
+    "--per-note",
+    type=int,
+    default=None,
+    help="Passages of one note at most in hybrid results, 0 for no limit [default: memory.per_note, 1].",
+)
 @click.pass_context
-def memory_search(ctx, query, k, as_json, queries, mode):
+def memory_search(ctx, query, k, as_json, queries, mode, per_note):
     """Find the passages of your notes that best match QUERY."""
     memory_ = assistant_from(ctx).memory
     if queries is not None:
         for line in queries:
             line = line.strip()
             if line:
-                hits = memory_.search(line, k, mode)
+                hits = memory_.search(line, k, mode, per_note)
                 click.echo(
                     json.dumps({"query": line, "hits": [hit_json(h) for h in hits]}, ensure_ascii=False)
                 )
         return
     if not query or not query.strip():
         raise LanternError("no query given; pass one, or --queries FILE")
-    hits = memory_.search(query, k, mode)
+    hits = memory_.search(query, k, mode, per_note)
     if as_json:
         click.echo(json.dumps([hit_json(h) for h in hits], ensure_ascii=False))
         return
