@@ -63,6 +63,9 @@ class MemoryConfig:
     rerank: str = "off"
     rerank_depth: int = 30
     rerank_weight: float = 1.0
+    tune_minutes: float = (
+        10.0  # `memory tune` stops training after this long; the held-out guard still decides
+    )
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ key_file = ""           # encrypted memory: a key file instead of a passphrase
 rerank = "off"          # "maxsim" or "judge": rescore the best passages more closely (slower searches)
 rerank_depth = 30       # how many of the best passages the reranker reads; each costs time
 rerank_weight = 1.0     # the reranker's share of the final order, against the first search's
+tune_minutes = 10.0     # 'lantern memory tune' trains at most this long (CPU)
 '''
 
 

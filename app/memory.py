@@ -13,12 +13,23 @@ from app.bundled import bundled_model_path
 from app.config import MemoryConfig
 from app.conversations import Conversation
 from app.errors import LanternError
-from rag.embedder import Embedder, SentenceTransformerEmbedder
+from rag.embedder import TUNED_MARK, Embedder, SentenceTransformerEmbedder, base_embedder_name
 from rag.errors import MemoryStoreError, WrongKeyError
 from rag.ingest import Ingester, Progress, SyncReport
 from rag.rerank import LlmJudgeReranker, MaxSimReranker, Reranker, RerankStage, TokenEmbedder
 from rag.retrieval import Mode, RetrievalHit, Retriever
 from rag.store import MemoryStore
+from rag.tuning import (
+    MIN_NOTES,
+    MIN_PAIRS,
+    TrainingProgress,
+    TuneReport,
+    TuneSettings,
+    make_pairs,
+    score_pairs,
+    split_by_note,
+    train,
+)
 
 CONVERSATIONS_ROOT = "lantern:conversations"  # a root with no folder behind it; sync leaves it alone
 NOTES_ROOT = "lantern:notes"  # notes sent from a phone
@@ -108,6 +119,7 @@ class Memory:
         self._store: MemoryStore | None = None
         self._embedder = embedder  # loaded on first use when not given
         self._reranker: Reranker | None = None  # config.rerank's, loaded on the first search
+        self._tuned: dict[str, Embedder] = {}  # tuned embedders by name, loaded from the store
 
     @property
     def store(self) -> MemoryStore:
@@ -133,8 +145,20 @@ class Memory:
 
     @property
     def embedder(self) -> Embedder:
+        """The configured embedder (the bundled one by default), as it is before any tuning."""
         with _EMBEDDER_LOCK:
             return self._load_embedder()
+
+    def _embedder_for(self, store: MemoryStore) -> Embedder:
+        """The embedder the store's vectors come from: the configured one, or a tune of it."""
+        base = self.embedder
+        name = store.embedder_name
+        if TUNED_MARK not in name or base_embedder_name(name) != base.name:
+            return base  # bind_embedder refuses a mismatch with a clear message
+        with _EMBEDDER_LOCK:
+            if name not in self._tuned:
+                self._tuned[name] = _tunable(base).with_weights(store.read_embedder_weights(), name)
+            return self._tuned[name]
 
     def _load_embedder(self) -> Embedder:
         if self._embedder is None:
@@ -160,11 +184,11 @@ class Memory:
 
     def add(self, paths: list[Path], progress: Progress | None = None) -> SyncReport:
         with self._writer() as store:
-            return Ingester(store, self.embedder, progress).add(paths)
+            return Ingester(store, self._embedder_for(store), progress).add(paths)
 
     def sync(self, progress: Progress | None = None) -> SyncReport:
         with self._writer() as store:
-            return Ingester(store, self.embedder, progress).sync()
+            return Ingester(store, self._embedder_for(store), progress).sync()
 
     def forget(self, path: Path) -> int:
         text = str(path)
@@ -188,7 +212,7 @@ class Memory:
             if message.role != "system":
                 lines += [f"{message.role.capitalize()}: {message.content}", ""]
         with self._writer() as store:
-            ingester = Ingester(store, self.embedder)
+            ingester = Ingester(store, self._embedder_for(store))
             return ingester.add_text(
                 key=f"{CONVERSATIONS_ROOT}/{conversation.id}",
                 root=CONVERSATIONS_ROOT,
@@ -200,7 +224,7 @@ class Memory:
         """A note written on the phone: kept in memory under notes/<title>.md; returns its chunks."""
         safe = "".join(c if c.isalnum() or c in "-_ " else "-" for c in title).strip() or "note"
         with self._writer() as store:
-            return Ingester(store, self.embedder).add_text(
+            return Ingester(store, self._embedder_for(store)).add_text(
                 key=f"{NOTES_ROOT}/{safe}",
                 root=NOTES_ROOT,
                 relative=f"notes/{safe}.md",
@@ -224,7 +248,8 @@ class Memory:
             raise LanternError("--per-note must be 0 (no limit) or more")
         if not MemoryStore.exists(self.directory):
             return []
-        retriever = Retriever(self.store, self.embedder, rerank=self._rerank_stage())
+        store = self.store.load()  # the generation first: it says which embedder to use
+        retriever = Retriever(store, self._embedder_for(store), rerank=self._rerank_stage())
         return retriever.search(query, k, mode, per_note, expansion)
 
     def _rerank_stage(self) -> RerankStage | None:
@@ -247,6 +272,68 @@ class Memory:
         if not isinstance(embedder, TokenEmbedder):
             raise LanternError('memory.rerank = "maxsim" needs a sentence-transformers embedder')
         return MaxSimReranker(embedder)
+
+    def tune(
+        self,
+        settings: TuneSettings,
+        on_step: TrainingProgress | None = None,
+        on_encode: Progress | None = None,
+    ) -> TuneReport:
+        """Train a copy of the embedder on pairs from the notes; adopt it only if it finds the
+        held-out pairs better than the embedder in use. Nothing changes until the final commit."""
+        store = self._open().load()  # a view of its own: searches meanwhile use the one they have
+        pairs = make_pairs((chunk, store.files[chunk.path].relative) for chunk in store.chunks())
+        training, held_out = split_by_note(pairs, settings.held_out_share, settings.seed)
+        notes = {p.note for p in pairs}
+        if len(notes) < MIN_NOTES or len(pairs) < MIN_PAIRS:
+            raise MemoryStoreError(
+                f"too little to tune on: {len(pairs)} pairs from {len(notes)} notes (at least "
+                f"{MIN_PAIRS} pairs from {MIN_NOTES} notes); add notes with headings first"
+            )
+        current = self._embedder_for(store)
+        before = score_pairs(current.embed, held_out, pairs)
+        tuned, steps = train(_tunable(self.embedder), training, settings, on_step)
+        after = score_pairs(tuned.embed, held_out, pairs)
+        adopted = after.mrr > before.mrr
+        reencoded = 0
+        if adopted:
+            with self._writer() as writer:
+                if writer.embedder_name != store.embedder_name:
+                    raise MemoryStoreError(
+                        "the memory changed embedder while tuning (another tune or a rollback); "
+                        "run 'lantern memory tune' again"
+                    )
+                reencoded = Ingester(writer, tuned, on_encode).reencode(tuned.weights())
+            self._tuned[tuned.name] = tuned
+        return TuneReport(
+            pairs=len(pairs),
+            held_out_pairs=len(held_out),
+            notes=len(notes),
+            held_out_notes=len({p.note for p in held_out}),
+            steps=steps,
+            before=before,
+            after=after,
+            adopted=adopted,
+            embedder=tuned.name if adopted else store.embedder_name,
+            reencoded=reencoded,
+        )
+
+    def rollback_tune(self, on_encode: Progress | None = None) -> int:
+        """Go back to the embedder the tune started from: every passage embedded again with it, the
+        tuned weights removed by the commit. Returns the passages embedded."""
+        with self._writer() as store:
+            if TUNED_MARK not in store.embedder_name:
+                raise MemoryStoreError(
+                    f"the memory uses {store.embedder_name or 'no embedder yet'}, not a tuned one; "
+                    "nothing to roll back"
+                )
+            base = self.embedder
+            if base_embedder_name(store.embedder_name) != base.name:
+                raise MemoryStoreError(
+                    f"the memory was tuned from {base_embedder_name(store.embedder_name)}, but "
+                    f"memory.embedder is {base.name}; set it back to roll back"
+                )
+            return Ingester(store, base, on_encode).reencode()
 
     def context_for(
         self,
@@ -277,6 +364,14 @@ class Memory:
             "Passages from my notes:\n\n" + "\n\n".join(blocks) + f"\n\nUsing these notes, answer: {question}"
         )
         return MemoryContext(chosen, prompt)
+
+
+def _tunable(embedder: Embedder) -> SentenceTransformerEmbedder:
+    if not isinstance(embedder, SentenceTransformerEmbedder):
+        raise MemoryStoreError(
+            f"the embedder {embedder.name} cannot be tuned (not a sentence-transformers model)"
+        )
+    return embedder
 
 
 def cite(hit: RetrievalHit) -> str:

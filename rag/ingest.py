@@ -195,6 +195,20 @@ class Ingester:
         self.store.commit()
         return len(chunks)
 
+    def reencode(self, weights: bytes | None = None) -> int:
+        """Embed every chunk again with this ingester's embedder (a tune, with its ``weights``, or
+        the stock one of a rollback) and commit; readers keep the old vectors and embedder until
+        the commit. Returns the count."""
+        chunks = self.store.chunks()
+        texts = [contextual_text(self.store.files[c.path].relative, c.headings, c.text) for c in chunks]
+        self._total, self._done = len(texts), 0
+        self.progress(0, self._total)
+        vectors = self._embed_with_progress(texts)
+        ids = np.asarray([c.id for c in chunks], dtype=np.int64)
+        self.store.use_embedder(self.embedder.name, self.embedder.dimension, ids, vectors, weights)
+        self.store.commit()
+        return len(chunks)
+
     def _prepare(self, found: _Found, report: SyncReport) -> _Pending | None:
         try:
             data = Path(found.path).read_bytes()

@@ -6,11 +6,14 @@ On disk (``<data home>/memory``)::
     manifest.lmem         the consistency record: generation, roots, files, chunk ids, index choice
     chunks-<gen>.lmem     chunk texts and headings of that generation
     index-<gen>.lmem      FAISS index, BM25 matrix and row order of that generation
+    embedder-<gen>.lmem   only with a tuned embedder: its weights (safetensors), written with the
+                          generation that adopted them, or re-sealed them on encryption
 
 A commit writes the generation's data files first, then atomically replaces the manifest that
-names them, then deletes older generations. Killed at any point, the store opens as the last
-committed generation. Writers hold ``write.lock`` for a whole operation, one at a time; commits
-and loads also take ``commit.lock`` so a reader never sees a generation half deleted.
+names them, then deletes older generations and any tuned weights it no longer names. Killed at
+any point, the store opens as the last committed generation. Writers hold ``write.lock`` for a
+whole operation, one at a time; commits and loads also take ``commit.lock`` so a reader never
+sees a generation half deleted.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class MemoryStore:
         self.generation = 0
         self.embedder_name = ""
         self.dimension = 0
+        self.embedder_weights = ""  # the file of a tuned embedder's weights; "" when not tuned
+        self._pending_weights: bytes | None = None  # written by the next commit
         self.roots: list[str] = []
         self.forgotten: list[str] = []
         self.roots_forgotten = 0
@@ -144,6 +149,8 @@ class MemoryStore:
         with _flock(directory / "write.lock", exclusive=True):
             store = cls.open(directory)
             store._ensure_loaded()
+            if store.embedder_weights:  # sealed anew under the new key, as a file of the new generation
+                store._pending_weights = store.read_embedder_weights()
             keyring, cipher = Keyring.create(secret)
             store.cipher = cipher
             # The keyring waits beside the store until the sealed generation is committed; open()
@@ -175,6 +182,7 @@ class MemoryStore:
             self.generation = int(manifest["generation"])
             self.embedder_name = manifest["embedder"]["name"]
             self.dimension = int(manifest["embedder"]["dimension"])
+            self.embedder_weights = manifest["embedder"].get("weights", "")
             self.roots = list(manifest["roots"])
             self.forgotten = list(manifest.get("forgotten", []))
             self.files = {path: FileEntry(**entry) for path, entry in manifest["files"].items()}
@@ -223,6 +231,11 @@ class MemoryStore:
         self._pending_rows = []
         self._loaded = True
 
+    def load(self) -> MemoryStore:
+        """Read the committed generation now (it is otherwise read on first use)."""
+        self._ensure_loaded()
+        return self
+
     # --- reading -------------------------------------------------------------------------------
 
     @property
@@ -254,12 +267,25 @@ class MemoryStore:
             self._pending_rows = []
         return self._lexical_rows
 
+    def chunks(self) -> list[Chunk]:
+        """Every chunk, file by file."""
+        self._ensure_loaded()
+        return [self._chunks[cid] for entry in self.files.values() for cid in entry.chunk_ids]
+
+    def read_embedder_weights(self) -> bytes:
+        """The verified weights of the tuned embedder this generation's vectors come from."""
+        if not self.embedder_weights:
+            raise MemoryStoreError(f"the memory's embedder {self.embedder_name} has no tuned weights")
+        return read_sealed(self._path(self.embedder_weights), self.cipher)
+
     def data_files(self) -> list[Path]:
         names = ["manifest.lmem"]
         if self.generation:
             names += [f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem"]
         if self.cipher is not None:
             names.append("keyring.json")
+        if self.embedder_weights:
+            names.append(self.embedder_weights)
         return [self._path(n) for n in names if self._path(n).exists()]
 
     # --- changing ------------------------------------------------------------------------------
@@ -276,6 +302,21 @@ class MemoryStore:
                 f"the memory was built with the embedder {self.embedder_name} ({self.dimension} dims), "
                 f"not {name} ({dimension} dims); switch back, or start a new memory to re-embed"
             )
+
+    def use_embedder(
+        self, name: str, dimension: int, ids: np.ndarray, vectors: np.ndarray, weights: bytes | None
+    ) -> None:
+        """Every chunk's vector from another embedder (a tune, or its rollback), with the tuned
+        weights it needs (None for a stock one); readers see the change once it is committed."""
+        self._ensure_loaded()
+        if sorted(ids.tolist()) != sorted(self._chunks):
+            raise ValueError("use_embedder needs a vector for every chunk")
+        dense = DenseIndex(dimension)
+        dense.add(ids, vectors)
+        self._dense, self.embedder_name, self.dimension = dense, name, dimension
+        self._pending_weights = weights
+        if weights is None:
+            self.embedder_weights = ""
 
     def add_root(self, root: str) -> None:
         self._ensure_loaded()
@@ -353,6 +394,12 @@ class MemoryStore:
             "files": {path: asdict(entry) for path, entry in self.files.items()},
             "next_chunk_id": self.next_chunk_id,
         }
+        if self._pending_weights is not None:
+            self.embedder_weights = f"embedder-{generation}.lmem"
+            write_sealed(self._path(self.embedder_weights), self._pending_weights, self.cipher)
+            self._pending_weights = None
+        if self.embedder_weights:
+            manifest["embedder"]["weights"] = self.embedder_weights
         write_sealed(self._path(f"chunks-{generation}.lmem"), chunks_json, self.cipher)
         write_sealed(self._path(f"index-{generation}.lmem"), buffer.getvalue(), self.cipher)
         with _flock(self.directory / "commit.lock", exclusive=True):
@@ -361,9 +408,9 @@ class MemoryStore:
             self._remove_other_generations()
 
     def _remove_other_generations(self) -> None:
-        keep = {f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem"}
+        keep = {f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem", self.embedder_weights}
         for path in self.directory.iterdir():
-            stale_data = path.name.startswith(("chunks-", "index-")) and path.name not in keep
+            stale_data = path.name.startswith(("chunks-", "index-", "embedder-")) and path.name not in keep
             if stale_data or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
 

@@ -80,3 +80,97 @@ def make_notes(root: Path) -> Path:
 SUPPORTED_NOTES = 5  # the files of FACTS
 UNSUPPORTED = 2  # photo.jpg, report.docx
 UNREADABLE = 3  # broken.pdf, binary.txt, dangling.md
+
+
+# The owner's shorthand: each thing they look after goes by a nickname, in headings only; the
+# passages say what it is. A stock embedder cannot know that "Whisper" is the bicycle; a tune on
+# these notes can learn it, and finds the held-out notes' sections by their headings better.
+NICKNAMES = {
+    "Bluebird": (
+        "the car",
+        ["brake pads", "wipers", "battery", "clutch", "exhaust"],
+        "the garage on Mill Road",
+    ),
+    "Whisper": (
+        "the bicycle",
+        ["chain", "saddle", "brake cables", "inner tube", "derailleur"],
+        "the bike shop",
+    ),
+    "Marigold": (
+        "the sailing boat",
+        ["jib", "bilge pump", "tiller", "mooring line", "outboard"],
+        "the boatyard",
+    ),
+    "The Den": (
+        "the garden shed",
+        ["roof felt", "door hinge", "workbench", "window putty", "padlock"],
+        "the timber yard",
+    ),
+    "Old Tom": (
+        "the grandfather clock",
+        ["pendulum", "chime hammer", "winding key", "weight cord", "dial"],
+        "the clockmaker",
+    ),
+    "Snowdrop": (
+        "the caravan",
+        ["awning", "tow hitch", "gas bottle", "water pump", "roof vent"],
+        "the campsite office",
+    ),
+}
+ASPECTS = {
+    "Repairs": [
+        "The {part} on {noun} gave out again this week. I took it to {place} and they fitted a new one "
+        "for {price} pounds.",
+        "Fixed the {part} of {noun} myself on Sunday. It took {hours} hours and a borrowed tool "
+        "from {place}.",
+    ],
+    "Cleaning": [
+        "Spent the morning cleaning {noun} from end to end. The {part} was filthy and needed a proper scrub.",
+        "Gave {noun} a wash before the visitors came. Used the brush from {place} on the {part}.",
+    ],
+    "Costs": [
+        "Added up what {noun} cost me this season. The {part} alone came to {price} pounds, plus the "
+        "bill from {place}.",
+        "Money spent on {noun} this year is creeping up. A new {part} was {price} pounds at {place}.",
+    ],
+    "Winter": [
+        "For the cold months {noun} stays covered near {place}. I loosened the {part} so it does not seize.",
+        "Got {noun} ready for frost this week. The {part} is wrapped and {place} has a spare key.",
+    ],
+    "Checks": [
+        "Went over {noun} before the long weekend. The {part} looked worn, so I booked {place} for "
+        "next month.",
+        "Quick check of {noun} after the storm. The {part} survived, and {place} says it has {hours} "
+        "years left.",
+    ],
+    "Plans": [
+        "Next spring I want to upgrade the {part} on {noun}. The people at {place} say it is worth doing.",
+        "One day {noun} deserves a better {part}. I keep a folder of prices from {place} for it.",
+    ],
+}
+
+
+def make_owner_notes(root: Path, notes_per_thing: int = 6, seed: int = 7) -> Path:
+    """A diary of looking after six things, one note per visit: `# <nickname>`, then three
+    `## <aspect>` sections of two sentences each."""
+    import random
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    number = 0
+    for nickname, (noun, parts, place) in NICKNAMES.items():
+        for _ in range(notes_per_thing):
+            number += 1
+            sections = [f"# {nickname}"]
+            for aspect in rng.sample(sorted(ASPECTS), 3):
+                template = rng.choice(ASPECTS[aspect])
+                text = template.format(
+                    noun=noun,
+                    part=rng.choice(parts),
+                    place=place,
+                    price=rng.randint(12, 400),
+                    hours=rng.randint(2, 9),
+                )
+                sections += [f"## {aspect}", text[0].upper() + text[1:]]
+            (root / f"log-{number:02}.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    return root

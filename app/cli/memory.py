@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from app.errors import LanternError
 from app.memory import cite, read_key_file
 from app.sizes import human_bytes
 from rag.ingest import SyncReport
+from rag.tuning import TuneReport, TuneSettings
 
 
 class _ProgressBar:
@@ -203,6 +205,58 @@ def memory_stats(ctx, as_json):
         elif key == "index":
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         click.echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+def _training_step(step: int, steps: int, loss: float) -> None:
+    # A line per step, terminal or not: a tune runs for minutes and should be seen to move.
+    click.echo(f"Training step {step}/{steps}, loss {loss:.3f}", err=True)
+
+
+def _tune_summary(report: TuneReport) -> str:
+    lines = [
+        f"Pairs: {report.pairs} from {report.notes} notes; {report.held_out_pairs} held out "
+        f"(from {report.held_out_notes} notes) to measure on. Trained {report.steps} steps.",
+        f"Held-out MRR@10: {report.before.mrr:.3f} -> {report.after.mrr:.3f} "
+        f"(recall@1 {report.before.recall_at_1:.3f} -> {report.after.recall_at_1:.3f}).",
+    ]
+    if report.adopted:
+        lines.append(
+            f"Adopted: {report.reencoded} passages re-encoded with {report.embedder}. "
+            "'lantern memory tune --rollback' goes back."
+        )
+    else:
+        lines.append(f"Kept {report.embedder}: the tuned embedder did not find the held-out pairs better.")
+    return "\n".join(lines)
+
+
+@memory.command("tune")
+@click.option("--rollback", is_flag=True, help="Go back to the embedder the tune started from.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0.1),
+    help="Train at most this long (default: memory.tune_minutes).",
+)
+@click.pass_context
+def memory_tune(ctx, rollback, as_json, minutes):
+    """Fine-tune the embedder on pairs made from your notes; adopted only if it measures better."""
+    assistant = assistant_from(ctx)
+    progress = _ProgressBar()
+    try:
+        if rollback:
+            count = assistant.memory.rollback_tune(progress)
+            name = assistant.memory.embedder.name
+            if as_json:
+                click.echo(json.dumps({"embedder": name, "reencoded": count}))
+            else:
+                click.echo(f"Rolled back: {count} passages re-encoded with {name}.")
+            return
+        config = assistant.config.memory
+        settings = TuneSettings(max_minutes=minutes if minutes is not None else config.tune_minutes)
+        report = assistant.memory.tune(settings, _training_step, progress)
+    finally:
+        progress.close()
+    click.echo(json.dumps(dataclasses.asdict(report)) if as_json else _tune_summary(report))
 
 
 @memory.command("remember-chat")
