@@ -10,7 +10,7 @@ import numpy as np
 
 from rag.embedder import Embedder
 from rag.lexical import tokenize
-from rag.rerank import RerankStage
+from rag.rerank import RerankStage, min_max
 from rag.store import MemoryStore, contextual_text
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -92,9 +92,9 @@ class Retriever:
         cosine = self.store.dense.vectors(candidates) @ vector
         # Chunk ids only grow and removals keep order, so the row of an id is a binary search away.
         bm25 = lexical_scores[np.searchsorted(rows, candidates)]
-        blended = self.weights.dense * _min_max(cosine) + (1 - self.weights.dense) * _min_max(bm25)
+        blended = self.weights.dense * min_max(cosine) + (1 - self.weights.dense) * min_max(bm25)
         if self.weights.headings > 0:
-            blended = blended + self.weights.headings * _min_max(self._heading_scores(query, candidates))
+            blended = blended + self.weights.headings * min_max(self._heading_scores(query, candidates))
         order = np.argsort(-blended, kind="stable")
         if self.rerank is not None:
             order, blended = _reranked(self.store, self.rerank, query, candidates, order, blended)
@@ -170,8 +170,3 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     if len(positive) > k:
         positive = positive[np.argpartition(-scores[positive], k)[:k]]
     return positive
-
-
-def _min_max(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
