@@ -13,8 +13,9 @@ from app.conversations import Conversation, ConversationStore
 from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
 from app.home import DataHome
+from app.home_key import HomeKey, secret_from_environment
 from app.kv_states import StateCache, context_fingerprint
-from app.memory import Memory, citation_record, secret_from_environment
+from app.memory import Memory, citation_record
 from app.model_store import ModelStore, looks_like_path
 from app.query_expansion import hypothetical_passage
 from app.twins import TwinStore
@@ -60,8 +61,14 @@ class Turn:
 
 
 class Assistant:
-    def __init__(self, home_root: Path | None = None, ask_secret: Callable[[str], str] | None = None):
-        """``ask_secret`` prompts for the memory passphrase when no key is in the environment."""
+    def __init__(
+        self,
+        home_root: Path | None = None,
+        ask_secret: Callable[[str], str] | None = None,
+        key_file: Path | None = None,
+    ):
+        """``ask_secret`` prompts for the passphrase of an encrypted home when no key is in the
+        environment; ``key_file`` (``--key-file``) comes before both."""
         self.home = DataHome.open(home_root)
         self.config: Config = load_config(self.home.config_file)
         self.models = ModelStore(self.home)
@@ -69,16 +76,34 @@ class Assistant:
         self.twins = TwinStore(self.home)
         self._conversations: ConversationStore | None = None
         self._engines: dict[str, Engine] = {}
-        self.memory = Memory(
-            self.home.root / "memory",
-            self.config.memory,
-            secret_from_environment(self.config.memory.key_file, ask_secret),
+        self.key = HomeKey(
+            self.home.root, secret_from_environment(str(key_file or self.config.memory.key_file), ask_secret)
         )
+        self.key.on_pending = self._finish_sealing
+        self.memory = Memory(self.home.root / "memory", self.config.memory, self.key)
+
+    def is_encrypted(self) -> bool:
+        """The data home, or (in homes from before the whole home was sealed) its memory."""
+        return self.key.is_encrypted() or self.memory.is_encrypted()
+
+    def unlock(self) -> None:
+        """Ask for the passphrase now, if the home is encrypted (before a full-screen app starts)."""
+        if self.key.is_encrypted():
+            self.key.data_key()
+        elif self.memory.is_encrypted():
+            self.memory.has_notes()
+
+    def _finish_sealing(self, key: HomeKey) -> None:
+        from app.sealing import finish_sealing
+
+        finish_sealing(self, key.data_key())
 
     @property
     def conversations(self) -> ConversationStore:
         if self._conversations is None:
-            self._conversations = ConversationStore(self.home.private_file(self.home.conversations_db))
+            self._conversations = ConversationStore(
+                self.home.private_file(self.home.conversations_db), self.key.database_key()
+            )
         return self._conversations
 
     def engine(self, model: str | None = None) -> Engine:
@@ -112,11 +137,11 @@ class Assistant:
 
     def state_cache(self, engine: Engine, streams: int) -> StateCache | None:
         """Where conversations' KV states are kept for ``engine`` in a context of ``streams``
-        KV streams: memory, and the data home unless the memory is encrypted (a state is
-        derived from the chat, and so from the notes in it)."""
+        KV streams: memory, and the data home unless it is encrypted (a state is derived from
+        the chat, and so from the notes in it)."""
         runtime = self.config.runtime
         spill = None
-        if runtime.state_disk_mb > 0 and not self.memory.is_encrypted():
+        if runtime.state_disk_mb > 0 and not self.is_encrypted():
             fingerprint = context_fingerprint(engine.model_path, engine.lora_path, engine.lora_scale, streams)
             spill = self.home.kv_states_dir / fingerprint
         if runtime.state_cache_mb <= 0 and spill is None:
@@ -205,9 +230,13 @@ class Assistant:
         if engine is not None:
             engine.close()
 
-    def close(self) -> None:
+    def close_conversations(self) -> None:
         if self._conversations is not None:
             self._conversations.close()
+            self._conversations = None
+
+    def close(self) -> None:
+        self.close_conversations()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -36,7 +36,7 @@ def _replacing(path: Path, mode: int) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -72,7 +72,7 @@ def atomic_output_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
         raise
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def is_abandoned(temp_file: Path) -> bool:

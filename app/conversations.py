@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.atomic import fsync_directory
 from app.chat_template import ChatMessage
 from app.errors import LanternError
 
@@ -96,6 +98,63 @@ class Conversation:
         return system + [ChatMessage(m.role, m.content) for m in self.messages]
 
 
+def _sqlcipher():
+    from sqlcipher3 import dbapi2
+
+    return dbapi2
+
+
+def _unlock(db, key: bytes) -> None:
+    # The key must be the first statement on the connection; logging off keeps SQLCipher's own
+    # complaints about a damaged page off the user's terminal (Lantern names the file instead).
+    db.execute("PRAGMA cipher_log_level = NONE")
+    db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def _check_pages(db, path: Path) -> None:
+    """Every page's HMAC, checked at open, so a flipped byte anywhere is named now, not later."""
+    problems = [row[0] for row in db.execute("PRAGMA cipher_integrity_check")]
+    if problems:
+        raise LanternError(
+            f"the conversation store {path} is damaged or was altered ({problems[0]}); move it aside "
+            f"(mv {path} {path}.broken) and Lantern starts a new one"
+        )
+
+
+def seal_database(path: Path, key: bytes) -> None:
+    """Rewrite the plain database at ``path`` encrypted with ``key``, atomically: the sealed copy
+    is built beside it and renamed over it, so a kill leaves one or the other, whole."""
+    staging = path.with_name(path.name + ".sealing")
+    staging.unlink(missing_ok=True)
+    plain = _sqlcipher().connect(path, isolation_level=None)
+    try:
+        version = plain.execute("PRAGMA user_version").fetchone()[0]
+        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        plain.execute(f"ATTACH DATABASE ? AS sealed KEY \"x'{key.hex()}'\"", (str(staging),))
+        plain.execute("SELECT sqlcipher_export('sealed')")
+        plain.execute(f"PRAGMA sealed.user_version = {int(version)}")
+        plain.execute("DETACH DATABASE sealed")
+    finally:
+        plain.close()
+    os.chmod(staging, 0o600)
+    with open(staging, "rb") as f:
+        os.fsync(f.fileno())
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    os.replace(staging, path)
+    fsync_directory(path.parent)
+
+
+def is_plain_database(path: Path) -> bool:
+    """A plain SQLite file starts with its format string; a SQLCipher one with random salt."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def new_conversation_id() -> str:
     return secrets.token_hex(6)
 
@@ -110,21 +169,32 @@ def _title_from(prompt: str) -> str:
 
 
 class ConversationStore:
-    def __init__(self, path: Path):
+    """``key``: the SQLCipher key when the data home is encrypted (the whole database, its WAL
+    included, is then AES-256 encrypted page by page with an HMAC on each page)."""
+
+    def __init__(self, path: Path, key: bytes | None = None):
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        self.sealed = key is not None
+        driver = _sqlcipher() if self.sealed else sqlite3
+        self.db = driver.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = driver.Row
         try:
+            if key is not None:
+                _unlock(self.db, key)
+                _check_pages(self.db, self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except driver.DatabaseError as exc:
             self.db.close()
             raise LanternError(
-                f"the conversation store {self.path} is damaged ({exc}); move it aside "
-                f"(mv {self.path} {self.path}.broken) and Lantern starts a new one"
+                f"the conversation store {self.path} is damaged or was altered ({exc}); move it "
+                f"aside (mv {self.path} {self.path}.broken) and Lantern starts a new one"
             ) from None
+        except LanternError:
+            self.db.close()
+            raise
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,12 +12,13 @@ from app.bundled import bundled_model_path
 from app.config import MemoryConfig
 from app.conversations import Conversation
 from app.errors import LanternError
+from rag.crypto import Cipher
 from rag.embedder import TUNED_MARK, Embedder, SentenceTransformerEmbedder, base_embedder_name
 from rag.errors import MemoryStoreError, WrongKeyError
 from rag.ingest import Ingester, Progress, SyncReport
 from rag.rerank import LlmJudgeReranker, MaxSimReranker, Reranker, RerankStage, TokenEmbedder
 from rag.retrieval import Mode, RetrievalHit, Retriever
-from rag.store import MemoryStore
+from rag.store import KeySource, MemoryStore
 from rag.tuning import (
     MIN_NOTES,
     MIN_PAIRS,
@@ -43,60 +43,6 @@ def _resolve(path: Path) -> Path:
         raise MemoryStoreError(f"cannot use the path {path}: {exc}") from None
 
 
-def read_key_file(path: Path) -> bytes:
-    try:
-        return path.expanduser().read_bytes()
-    except OSError as exc:
-        raise LanternError(f"cannot read the key file {path}: {exc.strerror}") from None
-
-
-def secret_from_environment(
-    key_file: str = "", ask: Callable[[str], str] | None = None
-) -> Callable[[], bytes]:
-    """Where the key comes from, in order: a key file, LANTERN_PASSPHRASE, then asking the user."""
-
-    def secret() -> bytes:
-        path = key_file or os.environ.get("LANTERN_KEY_FILE", "")
-        if path:
-            return read_key_file(Path(path))
-        passphrase = os.environ.get("LANTERN_PASSPHRASE")
-        if passphrase is None and ask is not None:
-            passphrase = ask("Memory passphrase: ")
-        if passphrase is None:
-            raise LanternError(
-                "the memory is encrypted: set LANTERN_PASSPHRASE or LANTERN_KEY_FILE "
-                "(or run in a terminal to be asked), or pass --no-memory"
-            )
-        return passphrase.encode("utf-8")
-
-    return secret
-
-
-class _RememberedSecret:
-    """Ask for the passphrase once per session, not once per store view; a passphrase that
-    did not unlock the memory is forgotten, so the next try asks again."""
-
-    def __init__(self, secret: Callable[[], bytes]):
-        self._secret = secret
-        self._known: bytes | None = None
-
-    def __call__(self) -> bytes:
-        if self._known is None:
-            self._known = self._secret()
-        return self._known
-
-    def forget(self) -> None:
-        self._known = None
-
-    def stop_asking(self) -> None:
-        if self._known is None:
-            self._secret = _locked
-
-
-def _locked() -> bytes:
-    raise LanternError("the memory is encrypted and locked; restart lantern to enter the passphrase")
-
-
 @dataclass(frozen=True)
 class MemoryContext:
     """Passages chosen for one prompt, and the prompt text that carries them."""
@@ -110,12 +56,13 @@ class Memory:
         self,
         directory: Path,
         config: MemoryConfig,
-        secret: Callable[[], bytes],
+        keys: KeySource,
         embedder: Embedder | None = None,
     ):
+        """``keys``: the data home's key (app/home_key.HomeKey), asked for on first use."""
         self.directory = directory
         self.config = config
-        self._secret = _RememberedSecret(secret)
+        self._keys = keys
         self._store: MemoryStore | None = None
         self._embedder = embedder  # loaded on first use when not given
         self._reranker: Reranker | None = None  # config.rerank's, loaded on the first search
@@ -129,9 +76,9 @@ class Memory:
 
     def _open(self) -> MemoryStore:
         try:
-            return MemoryStore.open(self.directory, self._secret)
+            return MemoryStore.open(self.directory, self._keys)
         except WrongKeyError:
-            self._secret.forget()
+            self._keys.forget()
             raise
 
     @contextlib.contextmanager
@@ -170,16 +117,13 @@ class Memory:
     def is_encrypted(self) -> bool:
         return MemoryStore.is_encrypted(self.directory)
 
-    def stop_asking(self) -> None:
-        """No more passphrase prompts (a full-screen app owns the terminal now)."""
-        self._secret.stop_asking()
-
     def has_notes(self) -> bool:
         """True when there is something to retrieve (without unlocking or loading anything big)."""
         return MemoryStore.exists(self.directory) and self.store.chunk_count > 0
 
-    def init_encrypted(self, secret: bytes) -> MemoryStore:
-        self._store = MemoryStore.create_encrypted(self.directory, secret)
+    def seal(self, cipher: Cipher) -> MemoryStore:
+        """Seal the memory with the data home's key (part of ``lantern init --encrypt``)."""
+        self._store = MemoryStore.seal(self.directory, cipher)
         return self._store
 
     def add(self, paths: list[Path], progress: Progress | None = None) -> SyncReport:

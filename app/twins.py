@@ -13,6 +13,8 @@ from app.atomic import atomic_write_text
 from app.errors import LanternError
 from app.home import DataHome
 from app.model_store import check_model_name
+from app.private_files import is_sealed, write_private
+from rag.crypto import Cipher
 
 ADAPTER_FILE = "adapter.gguf"
 RECORD_FILE = "twin.json"
@@ -68,6 +70,17 @@ class TwinStore:
         if not self.root.is_dir():
             return []
         return [self.get(p.parent.name) for p in sorted(self.root.glob(f"*/{RECORD_FILE}"))]
+
+    def seal_all(self, cipher: Cipher) -> list[Path]:
+        """Seal every twin file not sealed yet (datasets, checkpoints, adapters); twin.json, which
+        names the base model and the settings, stays readable. Returns the files sealed."""
+        sealed = []
+        if self.root.is_dir():
+            for path in sorted(self.root.rglob("*")):
+                if path.is_file() and path.name != RECORD_FILE and not is_sealed(path):
+                    write_private(path, path.read_bytes(), cipher)
+                    sealed.append(path)
+        return sealed
 
     def remove(self, name: str) -> TwinRecord:
         record = self.get(name)

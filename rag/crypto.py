@@ -107,6 +107,52 @@ class Keyring:
             raise damaged from None
 
 
+@dataclass(frozen=True)
+class DataKeyCheck:
+    """The keyring of a memory sealed with the data home's key (app/home_key.py): a key check
+    only; the key itself is unwrapped from the home's keyring."""
+
+    check: bytes
+
+    @classmethod
+    def create(cls, cipher: Cipher) -> DataKeyCheck:
+        return cls(cipher.seal(_KEY_CHECK, b"keyring"))
+
+    def unlock(self, cipher: Cipher) -> Cipher:
+        try:
+            cipher.open(self.check, b"keyring")
+        except InvalidTag:
+            raise WrongKeyError(
+                "the memory was sealed with another data home's key; it cannot be opened here"
+            ) from None
+        return cipher
+
+    def to_bytes(self) -> bytes:
+        body = {"format": DATA_KEY_FORMAT, "check": _b64(self.check)}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return json.dumps({**body, "digest": digest}, indent=2).encode() + b"\n"
+
+
+DATA_KEY_FORMAT = "lantern-memory-data-key-1"
+
+
+def read_keyring(data: bytes, name: str) -> Keyring | DataKeyCheck:
+    """A memory's keyring: its own scrypt key (memories encrypted before the whole home was), or
+    a check of the data home's key."""
+    try:
+        if json.loads(data).get("format") == DATA_KEY_FORMAT:
+            raw = json.loads(data)
+            digest = raw.pop("digest")
+            if hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest() != digest:
+                raise ValueError("digest")
+            return DataKeyCheck(_unb64(raw["check"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise TamperedFileError(
+            f"{name} is damaged or was altered; the encrypted memory cannot be opened"
+        ) from None
+    return Keyring.from_bytes(data, name)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -33,12 +33,10 @@ def read_sealed(path: Path, cipher: Cipher | None) -> bytes:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise TamperedFileError(
-            f"{path} is missing; the memory is incomplete (restore it or re-add your notes)"
-        ) from None
+        raise TamperedFileError(f"{path} is missing; restore it from a backup") from None
     except OSError as exc:
         raise MemoryStoreError(f"cannot read {path}: {exc.strerror}") from None
-    damaged = TamperedFileError(f"{path} is damaged or was altered; the memory was not loaded")
+    damaged = TamperedFileError(f"{path} is damaged or was altered; Lantern did not open it")
     if raw[: len(MAGIC)] != MAGIC:
         raise damaged
     mode, body = raw[len(MAGIC) : len(MAGIC) + 1], raw[len(MAGIC) + 1 :]

@@ -2,7 +2,8 @@
 
 On disk (``<data home>/memory``)::
 
-    keyring.json          only when encrypted: scrypt parameters and a key check, no secrets
+    keyring.json          only when encrypted: a check of the data home's key (or, for memories
+                          encrypted before the whole home was, scrypt parameters), no secrets
     manifest.lmem         the consistency record: generation, roots, files, chunk ids, index choice
     chunks-<gen>.lmem     chunk texts and headings of that generation
     index-<gen>.lmem      FAISS index, BM25 matrix and row order of that generation
@@ -23,21 +24,34 @@ import fcntl
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from app.atomic import atomic_write_bytes
-from rag.crypto import Cipher, Keyring
+from rag.crypto import Cipher, DataKeyCheck, Keyring, read_keyring
 from rag.dense import DenseIndex
 from rag.errors import MemoryStoreError, TamperedFileError
 from rag.lexical import BM25Index
 from rag.sealed_file import read_sealed, write_sealed
 
 FORMAT = "lantern-memory-1"
-SecretSource = Callable[[], bytes]
+
+
+class KeySource(Protocol):
+    """Where an encrypted memory's key comes from (app/home_key.HomeKey)."""
+
+    def secret(self) -> bytes:
+        """The passphrase or key file's bytes (memories with a keyring of their own)."""
+
+    def data_cipher(self) -> Cipher:
+        """The data home's key (memories sealed with it)."""
+
+    def forget(self) -> None:
+        """Drop a secret that did not unlock, so the next try asks again."""
 
 
 @dataclass(frozen=True)
@@ -107,20 +121,23 @@ class MemoryStore:
         return (directory / "keyring.json").exists()
 
     @classmethod
-    def open(cls, directory: Path, secret: SecretSource | None = None) -> MemoryStore:
+    def open(cls, directory: Path, keys: KeySource | None = None) -> MemoryStore:
         """Open the store in ``directory``; an empty plain store if there is none yet."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         cls._settle_pending_keyring(directory)
         cipher = None
         keyring_path = directory / "keyring.json"
         if keyring_path.exists():
-            keyring = Keyring.from_bytes(keyring_path.read_bytes(), str(keyring_path))
-            if secret is None:
+            keyring = read_keyring(keyring_path.read_bytes(), str(keyring_path))
+            if keys is None:
                 raise MemoryStoreError(
                     "the memory is encrypted; set LANTERN_PASSPHRASE (or LANTERN_KEY_FILE) "
                     "or run in a terminal to be asked"
                 )
-            cipher = keyring.unlock(secret())
+            if isinstance(keyring, DataKeyCheck):
+                cipher = keyring.unlock(keys.data_cipher())
+            else:
+                cipher = keyring.unlock(keys.secret())
         store = cls(directory, cipher)
         if cls.exists(directory):
             with _flock(directory / "commit.lock", exclusive=False):
@@ -141,24 +158,35 @@ class MemoryStore:
             pending.unlink()
 
     @classmethod
-    def create_encrypted(cls, directory: Path, secret: bytes) -> MemoryStore:
-        """Start an encrypted store, or encrypt the plain one already there."""
+    def seal(cls, directory: Path, cipher: Cipher) -> MemoryStore:
+        """Seal the memory in ``directory`` with the data home's ``cipher``: a plain memory is
+        re-written sealed (an empty one started sealed); one already sealed under the same key
+        (a memory encrypted before the whole home, whose key became the data key) gets the new
+        keyring only. Killed at any point, the memory opens as it was or as sealed."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if cls.is_encrypted(directory):
-            raise MemoryStoreError(f"the memory in {directory} is already encrypted")
+        keyring_path = directory / "keyring.json"
         with _flock(directory / "write.lock", exclusive=True):
+            if keyring_path.exists():
+                keyring = read_keyring(keyring_path.read_bytes(), str(keyring_path))
+                if isinstance(keyring, DataKeyCheck):
+                    keyring.unlock(cipher)
+                store = cls(directory, cipher)
+                if cls.exists(directory):
+                    store._read_manifest()  # proves the key before the keyring changes
+                if isinstance(keyring, Keyring):
+                    atomic_write_bytes(keyring_path, DataKeyCheck.create(cipher).to_bytes())
+                return store
             store = cls.open(directory)
             store._ensure_loaded()
             if store.embedder_weights:  # sealed anew under the new key, as a file of the new generation
                 store._pending_weights = store.read_embedder_weights()
-            keyring, cipher = Keyring.create(secret)
             store.cipher = cipher
             # The keyring waits beside the store until the sealed generation is committed; open()
             # finishes or undoes an encryption that was interrupted (see _settle_pending_keyring).
             pending = directory / "keyring.json.pending"
-            atomic_write_bytes(pending, keyring.to_bytes())
+            atomic_write_bytes(pending, DataKeyCheck.create(cipher).to_bytes())
             store.commit()
-            os.replace(pending, directory / "keyring.json")
+            os.replace(pending, keyring_path)
         return store
 
     @contextlib.contextmanager

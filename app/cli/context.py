@@ -18,7 +18,9 @@ def assistant_from(ctx: click.Context) -> Assistant:
     """The Assistant for this command run, created on first use and closed when it ends."""
     root = ctx.find_root()
     if root.obj is None:
-        root.obj = Assistant(ask_secret=_ask_passphrase if sys.stdin.isatty() else None)
+        root.obj = Assistant(
+            ask_secret=_ask_passphrase if sys.stdin.isatty() else None, key_file=root.meta.get("key_file")
+        )
         root.call_on_close(root.obj.close)
     return root.obj
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,7 @@ from app.cli.chat import chat
 from app.cli.context import assistant_from
 from app.cli.conversations import conversations
 from app.cli.convert import convert, eval_group, quantize
+from app.cli.encryption import init, passphrase
 from app.cli.eval import answers
 from app.cli.memory import memory
 from app.cli.models import models
@@ -34,22 +36,28 @@ class _LanternGroup(click.Group):
 @click.group(cls=_LanternGroup, invoke_without_command=True)
 @click.version_option(package_name="lantern")
 @click.option("--model", "-m", help="Open the TUI with this model: a store name or a .gguf file.")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unlock an encrypted home with this key file (else LANTERN_KEY_FILE, LANTERN_PASSPHRASE, a prompt).",
+)
 @click.pass_context
-def cli(ctx: click.Context, model: str | None) -> None:
+def cli(ctx: click.Context, model: str | None, key_file: Path | None) -> None:
     """Lantern: an offline assistant over local GGUF models. With no command, opens the TUI."""
     if model and ctx.invoked_subcommand is not None:
         raise LanternError(
             f"--model before a command only opens the TUI; put it after: lantern {ctx.invoked_subcommand} "
             "--model ..."
         )
+    if key_file is not None:
+        ctx.meta["key_file"] = key_file
     if ctx.invoked_subcommand is None:
         from tui.app import run_tui
 
         try:
             assistant = assistant_from(ctx)
-            if assistant.memory.is_encrypted():
-                assistant.memory.has_notes()  # the passphrase is asked now, before the TUI owns the terminal
-            assistant.memory.stop_asking()  # from here on a locked memory is an error, never a prompt
+            assistant.unlock()  # the passphrase is asked now, before the TUI owns the terminal
+            assistant.key.stop_asking()  # from here on a locked home is an error, never a prompt
         except LanternError as exc:
             run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
             raise SystemExit(1) from None
@@ -58,7 +66,7 @@ def cli(ctx: click.Context, model: str | None) -> None:
 
 for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin, moe):
     cli.add_command(command)
-for command in (serve, pair, devices, tunnel):
+for command in (serve, pair, devices, tunnel, init, passphrase):
     cli.add_command(command)
 eval_group.add_command(answers)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from app.cli.context import assistant_from, hit_json
+from app.cli.encryption import KEY_FILE_HELP, init
 from app.errors import LanternError
-from app.memory import cite, read_key_file
+from app.memory import cite
 from app.sizes import human_bytes
 from rag.ingest import SyncReport
 from rag.tuning import TuneReport, TuneSettings
@@ -53,32 +53,13 @@ def memory() -> None:
 
 @memory.command("init")
 @click.option(
-    "--encrypt", is_flag=True, required=True, help="Encrypt the memory with a passphrase or key file."
+    "--encrypt", is_flag=True, required=True, help="Seal the data home (same as 'lantern init --encrypt')."
 )
-@click.option(
-    "--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Derive the key from this file."
-)
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help=KEY_FILE_HELP)
 @click.pass_context
 def memory_init(ctx, encrypt, key_file):
-    """Protect the memory: texts, metadata and vectors encrypted at rest (AES-256-GCM, scrypt)."""
-    assistant = assistant_from(ctx)
-    if key_file is not None:
-        secret = read_key_file(key_file)
-        if len(secret) < 16:
-            raise LanternError(f"the key file {key_file} is too short; use at least 16 random bytes")
-    elif "LANTERN_PASSPHRASE" in os.environ:
-        secret = os.environ["LANTERN_PASSPHRASE"].encode("utf-8")
-    elif sys.stdin.isatty():
-        secret = click.prompt(
-            "New memory passphrase", hide_input=True, confirmation_prompt=True, err=True
-        ).encode("utf-8")
-    else:
-        raise LanternError("no passphrase: set LANTERN_PASSPHRASE, pass --key-file, or run in a terminal")
-    store = assistant.memory.init_encrypted(secret)
-    click.echo(
-        f"The memory in {store.directory} is encrypted ({store.chunk_count} chunks). "
-        "Keep the passphrase safe: without it the memory cannot be read."
-    )
+    """The same as 'lantern init --encrypt': the memory and everything else the notes touch."""
+    ctx.invoke(init, encrypt=encrypt, key_file=key_file)
 
 
 @memory.command("add")

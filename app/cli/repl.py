@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,6 +13,11 @@ from app.cli.formatting import format_citations
 from app.conversations import Conversation
 from app.engine import GenerationSettings
 from app.errors import LanternError
+from app.private_files import read_private, write_private
+from app.sealing import HISTORY_FILE
+from rag.crypto import Cipher
+
+HISTORY_LINES = 1000
 
 HELP = """Commands:
   /new     start a new conversation
@@ -20,23 +27,25 @@ HELP = """Commands:
 Ctrl-C stops an answer that is being written."""
 
 
-def _enable_history(path) -> None:
+def _enable_history(path: Path, cipher: Cipher | None) -> None:
+    """Up-arrow history across sessions, kept in the data home (sealed when it is encrypted)."""
     try:
         import readline
     except ImportError:  # not every Python build has it; the REPL works without
         return
-    try:
-        readline.read_history_file(path)
-    except (FileNotFoundError, OSError):
-        pass
-    readline.set_history_length(1000)
-    import atexit
-    import os
+    if path.exists():
+        try:
+            for line in read_private(path, cipher).decode("utf-8", errors="replace").splitlines():
+                readline.add_history(line)
+        except LanternError as exc:
+            click.echo(f"warning: input history not loaded: {exc}", err=True)
+    readline.set_history_length(HISTORY_LINES)
 
     def save() -> None:
+        count = readline.get_current_history_length()
+        lines = [readline.get_history_item(i) or "" for i in range(1, count + 1)]
         try:
-            readline.write_history_file(path)
-            os.chmod(path, 0o600)
+            write_private(path, ("\n".join(lines[-HISTORY_LINES:]) + "\n").encode("utf-8"), cipher)
         except OSError:
             pass
 
@@ -52,7 +61,7 @@ def run_repl(
 ) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
-        _enable_history(str(assistant.home.root / "chat_history"))
+        _enable_history(assistant.home.root / HISTORY_FILE, assistant.key.cipher())
         name = model or (conversation.model if conversation else assistant.config.default_model)
         click.echo(f"Lantern chat with {name}. /help for commands, Ctrl-D to leave.")
         if conversation:

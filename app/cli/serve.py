@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -26,8 +27,13 @@ from app.config import SPECULATIVE_CHOICES
     type=click.Choice(SPECULATIVE_CHOICES),
     help="Guess tokens from the chat itself, checked by the model (same answers). Default: config.",
 )
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unlock an encrypted data home with this key file at start; phones never see it.",
+)
 @click.pass_context
-def serve(ctx, host, port, slots, allow_host, cors_origin, model, speculative):
+def serve(ctx, host, port, slots, allow_host, cors_origin, model, speculative, key_file):
     """Serve the OpenAI-compatible API and the web client (reach it over an SSH tunnel)."""
     import uvicorn
 
@@ -49,7 +55,12 @@ def serve(ctx, host, port, slots, allow_host, cors_origin, model, speculative):
             "token can use your model and notes; prefer 127.0.0.1 and an SSH tunnel.",
             err=True,
         )
-    service = LanternService.start(assistant_from(ctx), settings, model)
+    if key_file is not None:
+        ctx.find_root().meta["key_file"] = key_file
+    assistant = assistant_from(ctx)
+    assistant.unlock()  # once, now: a request never waits for (or asks) a passphrase
+    assistant.key.stop_asking()
+    service = LanternService.start(assistant, settings, model)
     click.echo(f"Lantern serves {service.model_name} at {settings.url} (Ctrl+C stops).", err=True)
     try:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
