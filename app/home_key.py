@@ -139,6 +139,15 @@ class HomeKey:
         self._data_key: bytes | None = None
         self.on_pending: Callable[[HomeKey], None] | None = None  # finishes an interrupted sealing
 
+    @classmethod
+    def create(cls, root: Path, secret: bytes) -> HomeKey:
+        """A new, unlocked key for an empty home: a fresh data key wrapped by ``secret``. (A
+        home with data is sealed with app/sealing.encrypt_home, which uses this keyring too.)"""
+        key = cls(root, lambda: secret)
+        HomeKeyring.wrap(os.urandom(DATA_KEY_BYTES), secret).write(key.keyring_path)
+        key.data_key()
+        return key
+
     @property
     def keyring_path(self) -> Path:
         return self.root / KEYRING_FILE

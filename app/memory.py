@@ -56,10 +56,11 @@ class Memory:
         self,
         directory: Path,
         config: MemoryConfig,
-        keys: KeySource,
+        keys: KeySource | None,
         embedder: Embedder | None = None,
     ):
-        """``keys``: the data home's key (app/home_key.HomeKey), asked for on first use."""
+        """``keys``: the data home's key (app/home_key.HomeKey), asked for on first use; None
+        for a memory that is never encrypted (benchmarks, tests)."""
         self.directory = directory
         self.config = config
         self._keys = keys
@@ -78,7 +79,8 @@ class Memory:
         try:
             return MemoryStore.open(self.directory, self._keys)
         except WrongKeyError:
-            self._keys.forget()
+            if self._keys is not None:
+                self._keys.forget()
             raise
 
     @contextlib.contextmanager

@@ -137,7 +137,7 @@ def main() -> None:
         ):
             corpus = Path(tmp) / name.split()[0]
             build(corpus)
-            memory = Memory(Path(tmp) / f"memory-{name.split()[0]}", MemoryConfig(), lambda: b"", embedder)
+            memory = Memory(Path(tmp) / f"memory-{name.split()[0]}", MemoryConfig(), None, embedder)
             memory.add([corpus])
             tokenizer, model, examples, seconds = train(memory, args.pairs)
             print(f"{name}: trained on {examples} examples from its own notes in {seconds:.0f} s")

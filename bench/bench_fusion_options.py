@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         build_corpus(corpus)
-        memory = Memory(Path(tmp) / "memory", MemoryConfig(), lambda: b"", embedder)
+        memory = Memory(Path(tmp) / "memory", MemoryConfig(), None, embedder)
         memory.add([corpus])
         none = [""] * len(dev)
         print(f"dev half: {len(dev)} questions, {memory.store.chunk_count} passages")

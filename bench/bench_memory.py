@@ -36,6 +36,7 @@ from doc_corpus import build_doc_corpus, memory_name  # noqa: E402
 from memory_corpus import build_corpus  # noqa: E402
 
 from app.config import MemoryConfig  # noqa: E402
+from app.home_key import HomeKey  # noqa: E402
 from app.memory import Memory  # noqa: E402
 from rag.embedder import SentenceTransformerEmbedder  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
@@ -121,7 +122,7 @@ def held_out_quality(embedder) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "doc"
         files = build_doc_corpus(corpus)
-        memory = Memory(Path(tmp) / "memory", MemoryConfig(), lambda: b"", embedder)
+        memory = Memory(Path(tmp) / "memory", MemoryConfig(), None, embedder)
         report = memory.add([corpus])
         print(
             f"\nheld-out collection: {files} files of /usr/share/doc, {memory.store.chunk_count} chunks; "
@@ -137,8 +138,9 @@ def ingest_throughput(corpus: Path, embedder: SentenceTransformerEmbedder, round
         for which in ("lantern", "bare") if round_ % 2 == 0 else ("bare", "lantern"):
             if which == "lantern":
                 with tempfile.TemporaryDirectory() as home:
-                    memory = Memory(Path(home) / "memory", MemoryConfig(), lambda: PASSPHRASE, embedder)
-                    memory.init_encrypted(PASSPHRASE)
+                    key = HomeKey.create(Path(home), PASSPHRASE)
+                    memory = Memory(Path(home) / "memory", MemoryConfig(), key, embedder)
+                    memory.seal(key.data_cipher())
                     started = time.perf_counter()
                     memory.add([corpus])
                     elapsed = time.perf_counter() - started
@@ -222,7 +224,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         files = build_corpus(corpus)
-        memory = Memory(Path(tmp) / "memory", MemoryConfig(), lambda: b"", embedder)
+        memory = Memory(Path(tmp) / "memory", MemoryConfig(), None, embedder)
         report = memory.add([corpus])
         print(f"corpus: {files} files, {memory.store.chunk_count} chunks; {report.summary()}")
         print(f"questions: {len(questions)}")

@@ -75,7 +75,7 @@ def main() -> None:
         if question["source"].startswith(prefix):
             questions.append({**question, "relative": question["source"][len(prefix) :]})
 
-    memory = Memory(work / "memory", MemoryConfig(), lambda: b"")
+    memory = Memory(work / "memory", MemoryConfig(), None)
     started = time.monotonic()
     memory.add([notes])
     print(f"added {notes}: {memory.store.chunk_count} passages in {time.monotonic() - started:.0f} s")

@@ -159,7 +159,7 @@ def print_rows(title: str, rows: list[tuple[str, tuple[float, float, int]]]) -> 
 
 def open_memory(cache: Path, name: str, build, embedder) -> Memory:
     corpus, directory = cache / name / "corpus", cache / name / "memory"
-    memory = Memory(directory, MemoryConfig(), lambda: b"", embedder)
+    memory = Memory(directory, MemoryConfig(), None, embedder)
     if not (cache / name / "done").exists():
         build(corpus)
         memory.add([corpus])

@@ -31,7 +31,7 @@ def main() -> None:
     questions = [json.loads(line)["question"] for line in DOC_QUESTIONS.read_text().splitlines()][:12]
     with tempfile.TemporaryDirectory() as tmp:
         build_doc_corpus(Path(tmp) / "doc")
-        memory = Memory(Path(tmp) / "memory", MemoryConfig(), lambda: b"", embedder)
+        memory = Memory(Path(tmp) / "memory", MemoryConfig(), None, embedder)
         memory.add([Path(tmp) / "doc"])
         for depth in (10, 20, 30):
             times = []

@@ -15,10 +15,6 @@ from rag.store import MemoryStore
 from tests.memory_fixtures import FACTS, SUPPORTED_NOTES, UNREADABLE, UNSUPPORTED, make_notes
 
 
-def _no_secret() -> bytes:
-    raise AssertionError("a plain memory never asks for a key")
-
-
 @pytest.fixture
 def notes(tmp_path):
     return make_notes(tmp_path / "notes")
@@ -26,7 +22,7 @@ def notes(tmp_path):
 
 @pytest.fixture
 def memory(tmp_path, embedder):
-    return Memory(tmp_path / "home" / "memory", MemoryConfig(), _no_secret, embedder)
+    return Memory(tmp_path / "home" / "memory", MemoryConfig(), None, embedder)
 
 
 def _sources(hits):
@@ -152,7 +148,7 @@ def test_forgetting_something_never_added_is_a_clear_error(memory, notes, tmp_pa
 
 def test_memory_survives_a_restart(memory, notes, tmp_path, embedder):
     memory.add([notes])
-    reopened = Memory(memory.directory, MemoryConfig(), _no_secret, embedder)
+    reopened = Memory(memory.directory, MemoryConfig(), None, embedder)
     assert reopened.search(FACTS["garden.org"], k=1)[0].source == "home/garden.org"
 
 
@@ -205,7 +201,7 @@ def test_copying_the_memory_elsewhere_still_opens(memory, notes, tmp_path, embed
     memory.add([notes])
     copy = tmp_path / "copy"
     shutil.copytree(memory.directory, copy)
-    moved = Memory(copy, MemoryConfig(), _no_secret, embedder)
+    moved = Memory(copy, MemoryConfig(), None, embedder)
     assert moved.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
 
 
@@ -245,14 +241,14 @@ def test_with_hyde_on_a_drafted_answer_guides_the_search_and_off_it_is_never_ask
         raise AssertionError("memory.hyde is off: no draft may be written")
 
     directory = tmp_path / "home" / "memory"
-    plain = Memory(directory, MemoryConfig(), _no_secret, embedder)
+    plain = Memory(directory, MemoryConfig(), None, embedder)
     plain.add([notes])
     vague = "what is that tall thing made of?"
     draft = "The lighthouse there is built from pink granite."
     assert plain.context_for(vague, words, never) is None  # nothing similar enough to the question
     assert plain.search(vague, k=1)[0].source != "travel/trip.md"
 
-    hyde = Memory(directory, MemoryConfig(hyde=True), _no_secret, embedder)
+    hyde = Memory(directory, MemoryConfig(hyde=True), None, embedder)
     drafted = []
     context = hyde.context_for(vague, words, lambda q: drafted.append(q) or draft)
     assert drafted == [vague]

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from app.home_key import HomeKey
 from rag.retrieval import Retriever
 from rag.store import MemoryStore
 from tests.conftest import LANTERN, run_lantern
@@ -78,15 +79,17 @@ def test_encrypted_memory_from_the_shell(home, notes, monkeypatch):
     wrong = run_lantern("memory", "search", "lighthouse")
     assert wrong.returncode == 1
     assert wrong.stderr.decode().strip().splitlines() == [
-        "Error: wrong passphrase or key file for the encrypted memory; "
-        "try again (LANTERN_PASSPHRASE or --key-file)"
+        "Error: wrong passphrase or key file for this data home; nothing was opened "
+        "(type it again, or check LANTERN_PASSPHRASE / --key-file)"
     ]
 
     monkeypatch.delenv("LANTERN_PASSPHRASE")
     locked = run_lantern("ask", "Where is the lighthouse?", "--max-tokens", "4")
     assert locked.returncode == 1 and "LANTERN_PASSPHRASE" in locked.stderr.decode()
     assert "Traceback" not in locked.stderr.decode()
-    assert run_lantern("ask", "Say hi.", "--no-memory", "--max-tokens", "4").returncode == 0
+    # The conversations are sealed too: a locked home answers nothing, memory or not.
+    without_memory = run_lantern("ask", "Say hi.", "--no-memory", "--max-tokens", "4")
+    assert without_memory.returncode == 1 and len(without_memory.stderr.decode().strip().splitlines()) == 1
 
 
 def _texts(store: MemoryStore) -> list[str]:
@@ -137,7 +140,9 @@ def test_a_key_file_encrypts_the_memory_and_unlocks_it(home, notes, tmp_path, mo
     _ok(run_lantern("memory", "add", str(notes / "travel")))
     for stored in (home / "memory").iterdir():
         assert b"granite" not in stored.read_bytes(), stored  # sealed at rest
-    assert any("granite" in text for text in _texts(MemoryStore.open(home / "memory", key.read_bytes)))
+    assert any(
+        "granite" in text for text in _texts(MemoryStore.open(home / "memory", HomeKey(home, key.read_bytes)))
+    )
 
     other = tmp_path / "other.key"
     other.write_bytes(bytes(range(1, 65)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import MemoryConfig
+from app.home_key import HomeKey
 from app.memory import Memory
 from rag.errors import TamperedFileError, WrongKeyError
 from tests.memory_fixtures import FACTS, make_notes
@@ -20,15 +21,22 @@ def encrypted(tmp_path_factory, embedder):
     """A data home whose memory was encrypted first, then filled with notes."""
     base = tmp_path_factory.mktemp("encrypted")
     notes = make_notes(base / "notes")
-    memory = Memory(base / "home" / "memory", MemoryConfig(), lambda: PASSPHRASE, embedder)
-    memory.init_encrypted(PASSPHRASE)
+    key = HomeKey.create(base / "home", PASSPHRASE)
+    memory = Memory(base / "home" / "memory", MemoryConfig(), key, embedder)
+    memory.seal(key.data_cipher())
     memory.add([notes])
     memory.sync()
     return base / "home" / "memory", notes
 
 
 def _open(directory: Path, embedder, secret: bytes = PASSPHRASE) -> Memory:
-    return Memory(directory, MemoryConfig(), lambda: secret, embedder)
+    """The memory in ``directory``, unlocked with the key of the home around it."""
+    return Memory(directory, MemoryConfig(), HomeKey(directory.parent, lambda: secret), embedder)
+
+
+def _copy_home(memory_directory: Path, tmp_path: Path) -> Path:
+    shutil.copytree(memory_directory.parent, tmp_path / "home")
+    return tmp_path / "home" / "memory"
 
 
 def test_the_right_passphrase_opens_it_and_search_cites_notes(encrypted, embedder):
@@ -62,8 +70,7 @@ def test_a_flipped_byte_in_any_file_is_named_and_nothing_is_loaded(
     encrypted, embedder, tmp_path, name, where
 ):
     directory, _ = encrypted
-    copy = tmp_path / "memory"
-    shutil.copytree(directory, copy)
+    copy = _copy_home(directory, tmp_path)
     target = next(copy.glob(name))
     data = bytearray(target.read_bytes())
     position = int(len(data) * where) if where > 0 else len(data) - 1
@@ -79,8 +86,7 @@ def test_a_flipped_byte_in_any_file_is_named_and_nothing_is_loaded(
 
 def test_a_file_swapped_for_another_is_refused(encrypted, embedder, tmp_path):
     directory, _ = encrypted
-    copy = tmp_path / "memory"
-    shutil.copytree(directory, copy)
+    copy = _copy_home(directory, tmp_path)
     chunks = next(copy.glob("chunks-*.lmem"))
     index = next(copy.glob("index-*.lmem"))
     chunks.write_bytes(index.read_bytes())  # valid ciphertext under the right key, wrong file
@@ -92,8 +98,9 @@ def test_a_key_file_works_instead_of_a_passphrase(tmp_path, embedder):
     key_file = tmp_path / "memory.key"
     key_file.write_bytes(bytes(range(64)))
     notes = make_notes(tmp_path / "notes")
-    memory = Memory(tmp_path / "memory", MemoryConfig(), key_file.read_bytes, embedder)
-    memory.init_encrypted(key_file.read_bytes())
+    key = HomeKey.create(tmp_path, key_file.read_bytes())
+    memory = Memory(tmp_path / "memory", MemoryConfig(), key, embedder)
+    memory.seal(key.data_cipher())
     memory.add([notes / "travel"])
     assert _open(tmp_path / "memory", embedder, key_file.read_bytes()).search("lighthouse", k=1)
     with pytest.raises(WrongKeyError):
@@ -103,9 +110,9 @@ def test_a_key_file_works_instead_of_a_passphrase(tmp_path, embedder):
 def test_encrypting_an_existing_plain_memory_rewrites_it_sealed(tmp_path, embedder):
     notes = make_notes(tmp_path / "notes")
     directory = tmp_path / "memory"
-    plain = Memory(directory, MemoryConfig(), lambda: b"", embedder)
+    plain = Memory(directory, MemoryConfig(), None, embedder)
     plain.add([notes])
-    plain.init_encrypted(PASSPHRASE)
+    plain.seal(HomeKey.create(tmp_path, PASSPHRASE).data_cipher())
     for path in directory.iterdir():
         assert b"pink granite" not in path.read_bytes(), path
     assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
@@ -114,13 +121,13 @@ def test_encrypting_an_existing_plain_memory_rewrites_it_sealed(tmp_path, embedd
 def test_an_encryption_interrupted_before_its_commit_is_undone(tmp_path, embedder):
     notes = make_notes(tmp_path / "notes")
     directory = tmp_path / "memory"
-    Memory(directory, MemoryConfig(), lambda: b"", embedder).add([notes])
-    from rag.crypto import Keyring
+    Memory(directory, MemoryConfig(), None, embedder).add([notes])
+    from rag.crypto import DataKeyCheck
 
-    keyring, _ = Keyring.create(PASSPHRASE)
-    (directory / "keyring.json.pending").write_bytes(keyring.to_bytes())  # killed right here
+    cipher = HomeKey.create(tmp_path, PASSPHRASE).data_cipher()
+    (directory / "keyring.json.pending").write_bytes(DataKeyCheck.create(cipher).to_bytes())  # killed here
 
-    reopened = Memory(directory, MemoryConfig(), lambda: b"", embedder)
+    reopened = Memory(directory, MemoryConfig(), None, embedder)
     assert reopened.search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
     assert not (directory / "keyring.json.pending").exists() and not reopened.is_encrypted()
 
@@ -128,7 +135,7 @@ def test_an_encryption_interrupted_before_its_commit_is_undone(tmp_path, embedde
 def test_an_encryption_interrupted_after_its_commit_is_finished(tmp_path, embedder, monkeypatch):
     notes = make_notes(tmp_path / "notes")
     directory = tmp_path / "memory"
-    Memory(directory, MemoryConfig(), lambda: b"", embedder).add([notes])
+    Memory(directory, MemoryConfig(), None, embedder).add([notes])
 
     from rag.store import MemoryStore
 
@@ -140,9 +147,41 @@ def test_an_encryption_interrupted_after_its_commit_is_finished(tmp_path, embedd
 
     monkeypatch.setattr(MemoryStore, "commit", killed_right_after_the_commit)
     with pytest.raises(KeyboardInterrupt):
-        Memory(directory, MemoryConfig(), lambda: PASSPHRASE, embedder).init_encrypted(PASSPHRASE)
+        cipher = HomeKey.create(tmp_path, PASSPHRASE).data_cipher()
+        Memory(directory, MemoryConfig(), None, embedder).seal(cipher)
     monkeypatch.undo()
 
     assert (directory / "keyring.json.pending").exists()
     assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
     assert (directory / "keyring.json").exists()
+
+
+def test_a_memory_encrypted_on_its_own_before_still_opens_and_joins_the_home_key(tmp_path, embedder):
+    """Homes from before the whole home was sealed: the memory had a scrypt keyring of its own.
+    It opens with the passphrase as before, and sealing the home adopts its key, so the memory
+    files are not rewritten."""
+    from rag.crypto import Keyring
+    from rag.store import MemoryStore
+
+    notes = make_notes(tmp_path / "notes")
+    directory = tmp_path / "home" / "memory"
+    Memory(directory, MemoryConfig(), None, embedder).add([notes])
+    keyring, cipher = Keyring.create(PASSPHRASE)
+    store = MemoryStore.open(directory)
+    store._ensure_loaded()
+    store.cipher = cipher
+    store.commit()  # what encrypting a memory alone used to write
+    (directory / "keyring.json").write_bytes(keyring.to_bytes())
+    assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+
+    from app.assistant import Assistant
+    from app.sealing import encrypt_home
+
+    sealed_files = {p.name: p.read_bytes() for p in directory.glob("*-*.lmem")}
+    assistant = Assistant(tmp_path / "home")
+    encrypt_home(assistant, PASSPHRASE)
+    assistant.close()
+    assert {p.name: p.read_bytes() for p in directory.glob("*-*.lmem")} == sealed_files
+    assert _open(directory, embedder).search(FACTS["trip.md"], k=1)[0].source == "travel/trip.md"
+    with pytest.raises(WrongKeyError):
+        _open(directory, embedder, b"a guess").search("lighthouse")

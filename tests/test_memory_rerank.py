@@ -48,16 +48,12 @@ WORD_TRAPS = [
 ]
 
 
-def _no_secret() -> bytes:
-    raise AssertionError("a plain memory never asks for a key")
-
-
 def _memory(tmp_path, embedder, notes: dict[str, str], config: MemoryConfig) -> Memory:
     folder = tmp_path / "notes"
     folder.mkdir()
     for name, text in notes.items():
         (folder / name).write_text(text)
-    memory = Memory(tmp_path / "memory", config, _no_secret, embedder)
+    memory = Memory(tmp_path / "memory", config, None, embedder)
     memory.add([folder])
     return memory
 
@@ -79,7 +75,7 @@ def test_maxsim_reorders_the_first_stage_top_depth_by_late_interaction(tmp_path,
     config = MemoryConfig(rerank="maxsim", rerank_depth=3, rerank_weight=1.0)
     memory = _memory(tmp_path, embedder, notes, config)
     question = "what does my dog eat"
-    first = Memory(memory.directory, MemoryConfig(), _no_secret, embedder).search(question, k=6)
+    first = Memory(memory.directory, MemoryConfig(), None, embedder).search(question, k=6)
 
     store = memory.store
     texts = []

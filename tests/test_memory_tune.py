@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from app.config import MemoryConfig
+from app.home_key import HomeKey
 from app.memory import Memory
 from rag.embedder import SentenceTransformerEmbedder
 from rag.store import MemoryStore, contextual_text
@@ -35,9 +36,10 @@ def _ok(result: subprocess.CompletedProcess) -> str:
 def _embedder_in_use(home, embedder: SentenceTransformerEmbedder, passphrase: str = "") -> str:
     """Which embedder a search goes through: its similarity must be the one that embedder's own
     query and passage vectors give (and not the other embedder's)."""
-    memory = Memory(home / "memory", MemoryConfig(), lambda: passphrase.encode(), embedder)
+    key = HomeKey(home, lambda: passphrase.encode())
+    memory = Memory(home / "memory", MemoryConfig(), key, embedder)
     [hit] = memory.search(QUERY, k=1, mode="dense")
-    store = MemoryStore.open(home / "memory", lambda: passphrase.encode()).load()
+    store = MemoryStore.open(home / "memory", key).load()
     chunk = store.chunk(hit.chunk_id)
     passage = contextual_text(store.files[chunk.path].relative, chunk.headings, chunk.text)
     candidates = [embedder]
