@@ -144,6 +144,7 @@ class HomeKey:
         """A new, unlocked key for an empty home: a fresh data key wrapped by ``secret``. (A
         home with data is sealed with app/sealing.encrypt_home, which uses this keyring too.)"""
         key = cls(root, lambda: secret)
+        key.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         HomeKeyring.wrap(os.urandom(DATA_KEY_BYTES), secret).write(key.keyring_path)
         key.data_key()
         return key
