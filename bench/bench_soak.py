@@ -25,7 +25,7 @@ accumulate: in runs much shorter than the default it is still filling after "war
 on the full run, and on the slope over its second half (flat once the cache is full).
 
 Run: .venv/bin/python bench/bench_soak.py [--minutes 10] [--clients 8] [--seed 0] [--json PATH]
-         [--keep-home]
+         [--state-cache-mb N] [--keep-home]
 Exit status: 0 all goals met; 1 a good request failed, a bad one was answered wrongly, data was
 lost or damaged, or the server died on its own; 2 only the RSS goal was missed.
 Progress on stderr, the table on stdout. Only one model-loading process at a time.
@@ -111,6 +111,18 @@ class Home:
                 f"lantern {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-2000:]}"
             )
         return done
+
+
+def set_state_cache(home: Home, megabytes: int) -> None:
+    """runtime.state_cache_mb in the home's config (0: no cache, to tell a leak from the cache filling)."""
+    config = home.root / "config.toml"
+    lines = config.read_text(encoding="utf-8").splitlines()
+    changed = [
+        f"state_cache_mb = {megabytes}" if line.startswith("state_cache_mb") else line for line in lines
+    ]
+    if changed == lines:
+        raise RuntimeError(f"no state_cache_mb line in {config}; set it by hand or drop --state-cache-mb")
+    config.write_text("\n".join(changed) + "\n", encoding="utf-8")
 
 
 def prepare_home(base: Path) -> Home:
@@ -522,6 +534,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="Client threads (default 8).")
     parser.add_argument("--seed", type=int, default=0, help="Seeds the clients' choices and the kill moment.")
     parser.add_argument("--json", type=Path, help="Also write the figures here as JSON.")
+    parser.add_argument(
+        "--state-cache-mb",
+        type=int,
+        help="Set runtime.state_cache_mb in the temp home (default: the config's, 256); 0 turns the "
+        "in-memory conversation-state cache off, to tell a leak from the cache filling up.",
+    )
     parser.add_argument("--keep-home", action="store_true", help="Keep the temp data home and server log.")
     args = parser.parse_args()
 
@@ -530,6 +548,8 @@ def main() -> int:
     server = None
     try:
         home = prepare_home(base)
+        if args.state_cache_mb is not None:
+            set_state_cache(home, args.state_cache_mb)
         server = Server(home, free_port())
         key = "--key-file" if server.key_option else "LANTERN_PASSPHRASE"
         log(f"starting lantern serve on {server.url} (key from {key})")
