@@ -12,6 +12,7 @@ from app.assistant import Assistant
 from app.errors import LanternError
 from tui.screens.chat import ChatScreen
 from tui.screens.problem import ProblemScreen
+from tui.screens.unlock import UnlockScreen
 
 RESTART_HINT = "fix what the message says, then start lantern again."
 
@@ -23,15 +24,27 @@ class LanternApp(App):
     BINDINGS = [Binding("ctrl+q", "quit", "Quit")]
 
     def __init__(
-        self, assistant: Assistant | None, startup_problem: str | None = None, model: str | None = None
+        self,
+        assistant: Assistant | None,
+        startup_problem: str | None = None,
+        model: str | None = None,
+        ask_passphrase: bool = False,
     ):
-        """``model``: a store name or a .gguf file to chat with instead of the configured default."""
+        """``model``: a store name or a .gguf file to chat with instead of the configured default.
+        ``ask_passphrase``: the home is encrypted and locked; the passphrase screen comes first."""
         super().__init__()
         self.assistant = assistant
         self.startup_problem = startup_problem
         self.start_model = model
+        self.ask_passphrase = ask_passphrase
 
     def on_mount(self) -> None:
+        if self.ask_passphrase and self.assistant is not None and self.startup_problem is None:
+            self.push_screen(UnlockScreen(self.assistant), lambda _unlocked: self._open_chat())
+            return
+        self._open_chat()
+
+    def _open_chat(self) -> None:
         problem = self.startup_problem
         if problem is None and self.assistant is not None:
             try:
@@ -113,6 +126,9 @@ class LanternApp(App):
 
 
 def run_tui(
-    assistant: Assistant | None, startup_problem: str | None = None, model: str | None = None
+    assistant: Assistant | None,
+    startup_problem: str | None = None,
+    model: str | None = None,
+    ask_passphrase: bool = False,
 ) -> None:
-    LanternApp(assistant, startup_problem, model).run()
+    LanternApp(assistant, startup_problem, model, ask_passphrase).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -14,13 +15,13 @@ def _ask_passphrase(prompt: str) -> str:
     return click.prompt(prompt.rstrip(": "), hide_input=True, err=True)
 
 
-def assistant_from(ctx: click.Context) -> Assistant:
-    """The Assistant for this command run, created on first use and closed when it ends."""
+def assistant_from(ctx: click.Context, ask: Callable[[str], str] = _ask_passphrase) -> Assistant:
+    """The Assistant for this command run, created on first use and closed when it ends.
+    ``ask``: how the passphrase of an encrypted home is asked for, in a terminal."""
     root = ctx.find_root()
     if root.obj is None:
-        root.obj = Assistant(
-            ask_secret=_ask_passphrase if sys.stdin.isatty() else None, key_file=root.meta.get("key_file")
-        )
+        ask_secret = ask if sys.stdin.isatty() else None
+        root.obj = Assistant(ask_secret=ask_secret, key_file=root.meta.get("key_file"))
         root.call_on_close(root.obj.close)
     return root.obj
 

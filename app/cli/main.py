@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from app.assistant import Assistant
 from app.cli.ask import ask
 from app.cli.chat import chat
 from app.cli.context import assistant_from
@@ -55,13 +56,31 @@ def cli(ctx: click.Context, model: str | None, key_file: Path | None) -> None:
         from tui.app import run_tui
 
         try:
-            assistant = assistant_from(ctx)
-            assistant.unlock()  # the passphrase is asked now, before the TUI owns the terminal
+            assistant = assistant_from(ctx, ask=_ask_in_the_tui)
+            ask_passphrase = _unlock_unless_typed(assistant)
             assistant.key.stop_asking()  # from here on a locked home is an error, never a prompt
         except LanternError as exc:
             run_tui(None, startup_problem=str(exc))  # a clear screen, not a traceback
             raise SystemExit(1) from None
-        run_tui(assistant, model=model)
+        run_tui(assistant, model=model, ask_passphrase=ask_passphrase)
+
+
+class _TypedInTheTui(Exception):
+    """The passphrase has to be typed: the TUI asks for it on its passphrase screen."""
+
+
+def _ask_in_the_tui(_prompt: str) -> str:
+    raise _TypedInTheTui
+
+
+def _unlock_unless_typed(assistant: Assistant) -> bool:
+    """Unlock an encrypted home now from --key-file, LANTERN_KEY_FILE or LANTERN_PASSPHRASE;
+    True when none is given and the passphrase must be typed (the TUI's passphrase screen)."""
+    try:
+        assistant.unlock()
+    except _TypedInTheTui:
+        return True
+    return False
 
 
 for command in (ask, chat, models, conversations, memory, convert, quantize, eval_group, twin, moe):
