@@ -93,6 +93,17 @@ class Assistant:
         elif self.memory.is_encrypted():
             self.memory.has_notes()
 
+    def unlock_with(self, secret: bytes) -> None:
+        """Unlock with a secret typed into a front end (the TUI); raises WrongKeyError, a
+        LanternError, when it does not fit, and the secret is then forgotten."""
+        self.key.unlock_with(secret)
+        if not self.key.is_encrypted() and self.memory.is_encrypted():
+            try:  # a home from before the whole home was sealed: opening its memory is the check
+                _ = self.memory.store
+            except LanternError:
+                self.key.forget()
+                raise
+
     def _finish_sealing(self, key: HomeKey) -> None:
         from app.sealing import finish_sealing
 

@@ -176,9 +176,11 @@ class HomeKey:
             self._source = _locked
 
     def unlock_with(self, secret: bytes) -> None:
-        """Unlock with a secret given directly (the TUI's passphrase screen); raises WrongKeyError."""
+        """Hold a secret given directly (the TUI's passphrase screen), checked at once when the
+        home is encrypted: raises WrongKeyError (and forgets it) when it does not fit."""
         self._secret = secret
-        self.data_key()
+        if self.is_encrypted():
+            self.data_key()
 
     @property
     def unlocked(self) -> bool:

@@ -17,24 +17,6 @@ from app.assistant import Assistant
 from app.errors import LanternError
 
 
-def unlock_home(assistant: Assistant, secret: bytes) -> None:
-    """Unlock ``assistant``'s home with ``secret``; raises WrongKeyError (a LanternError) when
-    it does not fit, and the secret is then forgotten."""
-    key = assistant.key
-    if key.is_encrypted():
-        key.unlock_with(secret)
-        return
-    # A home from before the whole home was sealed: only its memory is, under the passphrase
-    # itself, so opening the memory is the check. (HomeKey has no public way to hold a secret
-    # without a home keyring; unlock_with would refuse this home as "not encrypted".)
-    key._secret = secret
-    try:
-        _ = assistant.memory.store
-    except LanternError:
-        key.forget()
-        raise
-
-
 class UnlockScreen(Screen[bool]):
     """Dismissed with True once the home is unlocked; Escape or Ctrl+Q quits Lantern."""
 
@@ -72,7 +54,7 @@ class UnlockScreen(Screen[bool]):
     @work(thread=True, exclusive=True, group="unlock", description="unlocking the data home")
     def _unlock(self, secret: bytes) -> None:
         try:
-            unlock_home(self.assistant, secret)
+            self.assistant.unlock_with(secret)
         except LanternError as exc:  # a wrong passphrase, a damaged keyring: say so, let them retry
             self.app.call_from_thread(self._failed, str(exc))
             return
