@@ -166,6 +166,7 @@ class MemoryStore:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         keyring_path = directory / "keyring.json"
         with _flock(directory / "write.lock", exclusive=True):
+            cls._settle_pending_keyring(directory)  # a sealing killed half way: kept or undone
             if keyring_path.exists():
                 keyring = read_keyring(keyring_path.read_bytes(), str(keyring_path))
                 if isinstance(keyring, DataKeyCheck):
