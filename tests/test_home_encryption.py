@@ -183,7 +183,9 @@ def test_nothing_of_the_notes_lies_in_plain_form_in_the_home_or_the_temporary_di
 
     # ... and everything is still there for the owner: chats from before and after, the phone's.
     listed = ok(lantern(home, "--key-file", str(key_file), "conversations"))
-    assert phone_conversation in listed and "Is this right?" in listed and "How many hours?" in listed
+    titles = [line.split("msgs  ", 1)[1] for line in listed.splitlines()]
+    assert phone_conversation in listed and len(titles) == 4
+    assert {title.split(" ", 1)[0] for title in titles} == {"Is", "Tomatoes", "Remember:", "Who"}
     key = HomeKey(home, key_file.read_bytes)
     history = read_private(home / "chat_history", key.cipher()).decode()
     assert FACTS["garden.org"] in history
