@@ -122,26 +122,30 @@ class Assistant:
         name gives its base model with the twin's adapter applied."""
         name = self.model_key(model)
         if name not in self._engines:
-            adapter, scale = None, 1.0
+            twin = None
             if self._is_twin(name):
                 twin = self.twins.get(name)
                 if not twin.trained:
                     raise LanternError(
                         f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'"
                     )
-                adapter, scale, name_in_store = self.twins.adapter_path(name), twin.scale, twin.base_model
-            else:
-                name_in_store = name
-            entry = self.models.resolve(name_in_store)
+            entry = self.models.resolve(twin.base_model if twin else name)
             runtime = self.config.runtime
-            engine = Engine(
+            load = partial(
+                Engine,
                 entry.path,
                 context_length=runtime.context_length,
                 threads=runtime.threads,
                 batch_size=runtime.batch_size,
-                lora_path=adapter,
-                lora_scale=scale,
             )
+            if twin is None:
+                engine = load()
+            else:
+                # A sealed adapter is opened into a private temporary file only while llama.cpp
+                # loads it (it reads the adapter whole); the engine then names the sealed one.
+                with self.twins.adapter_file(name, self.key.cipher()) as adapter:
+                    engine = load(lora_path=adapter, lora_scale=twin.scale)
+                engine.lora_path = self.twins.adapter_path(name)
             engine.state_cache = self.state_cache(engine, streams=1)
             self._engines[name] = engine
         return self._engines[name]

@@ -96,6 +96,12 @@ def finish_sealing(assistant: Assistant, data_key: bytes, say: Callable[[str], N
         done(history.name)
     for path in assistant.twins.seal_all(cipher):
         done(str(path.relative_to(home.root)))
+    merged = assistant.twins.merged_models()  # whole models, kept plain for llama.cpp: named, not sealed
+    for entry in (e for e in assistant.models.list() if e.name in merged):
+        say(
+            f"not sealed: {entry.path} (a merged twin model; remove it with "
+            f"'lantern models rm {entry.name}' if it must not stay readable)"
+        )
     memory_was_sealed = assistant.memory.is_encrypted()
     assistant.memory.seal(cipher)
     if not memory_was_sealed:

@@ -3,8 +3,10 @@ and a twin.json that names the base model it adapts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,8 @@ from app.atomic import atomic_write_text
 from app.errors import LanternError
 from app.home import DataHome
 from app.model_store import check_model_name
-from app.private_files import is_sealed, write_private
+from app.private_files import is_sealed, read_private, write_private
+from app.private_temp import private_temp_file, remove_stale_temp_files
 from rag.crypto import Cipher
 
 ADAPTER_FILE = "adapter.gguf"
@@ -36,12 +39,31 @@ class TwinRecord:
 class TwinStore:
     def __init__(self, home: DataHome):
         self.root = home.root / "twins"
+        remove_stale_temp_files()  # plain adapters a crashed process left in the temporary folder
 
     def folder(self, name: str) -> Path:
         return self.root / check_model_name(name)
 
     def adapter_path(self, name: str) -> Path:
         return self.folder(name) / ADAPTER_FILE
+
+    @contextlib.contextmanager
+    def adapter_file(self, name: str, cipher: Cipher | None) -> Iterator[Path]:
+        """A path llama.cpp can load the twin's adapter from: the adapter itself in a plain home;
+        in an encrypted one, a private temporary copy opened from the sealed adapter, removed when
+        the block ends (llama.cpp reads the whole adapter while the model loads)."""
+        adapter = self.adapter_path(name)
+        if cipher is None:
+            yield adapter
+            return
+        with private_temp_file("adapter", ".gguf") as plain:
+            plain.write_bytes(read_private(adapter, cipher))
+            yield plain
+
+    def merged_models(self) -> list[str]:
+        """The store names of the merged models the twins wrote: whole models that have learned
+        the notes, kept plain (llama.cpp maps model files), so `init --encrypt` names them."""
+        return [r.merged_model for r in self.list() if r.merged_model]
 
     def exists(self, name: str) -> bool:
         return (self.folder(name) / RECORD_FILE).is_file()

@@ -39,7 +39,8 @@ def twin_dataset(ctx, notes, out, base, seq_len, seed, as_json):
 
     dataset = build_dataset(notes, seed=seed)
     tokenizer = _tokenizer(ctx, base)
-    summary = save_dataset(dataset, out, tokenizer, seq_len)
+    cipher = assistant_from(ctx).key.cipher()
+    summary = save_dataset(dataset, out, tokenizer, seq_len, cipher)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -53,6 +54,7 @@ def twin_dataset(ctx, notes, out, base, seq_len, seed, as_json):
         f"dropped {summary['counts']['duplicates_dropped']} duplicate passages and "
         f"{summary['counts']['heldout_paragraphs_dropped']} held-out paragraphs that training notes "
         f"also hold; skipped {summary['counts']['skipped_files']} files; written to {out}"
+        + (" (sealed: the data home is encrypted)" if cipher is not None else "")
     )
 
 
@@ -131,6 +133,13 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
 
     assistant = assistant_from(ctx)
     check_model_name(name)
+    cipher = assistant.key.cipher()
+    if merge and cipher is not None:
+        raise LanternError(
+            "--merge is refused in an encrypted data home: a merged twin is a whole model that has "
+            "learned the notes, and model files stay unsealed for llama.cpp; build without --merge "
+            f"and use the sealed adapter ('lantern ask --twin {name}')"
+        )
     # Under torchrun every process runs this command; the first one owns the twin's record (the
     # others would otherwise find the record it has just written and refuse).
     owner = distributed.from_environment().is_main
@@ -163,7 +172,15 @@ def twin_build(ctx, notes, name, base, resume, merge, **options):
     bar = _ProgressBar(config)
     try:
         build = build_twin(
-            Path(notes), source, assistant.twins.folder(name), name, config, resume, say, bar.update
+            Path(notes),
+            source,
+            assistant.twins.folder(name),
+            name,
+            config,
+            resume,
+            say,
+            bar.update,
+            cipher=cipher,
         )
     except LanternError:
         bar.close()
@@ -315,12 +332,14 @@ def twin_eval(ctx, name, text_file, max_tokens, as_json):
     if not record.trained:
         raise LanternError(f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'")
     base = assistant.models.resolve(record.base_model)
-    text = _eval_text(assistant.twins.folder(name), text_file)
+    cipher = assistant.key.cipher()
+    text = _eval_text(assistant.twins.folder(name), text_file, cipher)
     settings = EvalSettings(window=512, stride=256, max_tokens=max_tokens, shrink_for_short_text=True)
     adapter = assistant.twins.adapter_path(name)
     base_result = measure_perplexity(base.path, record.base_model, text, settings, speed=False)
-    twin_settings = dataclasses.replace(settings, lora_path=str(adapter), lora_scale=record.scale)
-    twin_result = measure_perplexity(base.path, name, text, twin_settings, speed=False)
+    with assistant.twins.adapter_file(name, cipher) as loadable:
+        twin_settings = dataclasses.replace(settings, lora_path=str(loadable), lora_scale=record.scale)
+        twin_result = measure_perplexity(base.path, name, text, twin_settings, speed=False)
     report = {
         "base_ppl": base_result.perplexity,
         "twin_ppl": twin_result.perplexity,
@@ -339,30 +358,29 @@ def twin_eval(ctx, name, text_file, max_tokens, as_json):
         f"{report['twin_ppl']:.3f} (twin {name}), {report['reduction']:.1%} lower, over "
         f"{report['tokens_scored']} tokens; adapter {human_bytes(report['adapter_size'])}"
     )
-    _samples_side_by_side(assistant, record, name)
+    _samples_side_by_side(assistant, record, name, cipher)
 
 
-def _eval_text(twin_dir: Path, text_file: Path | None) -> str:
+def _eval_text(twin_dir: Path, text_file: Path | None, cipher) -> str:
     if text_file is not None:
         try:
             return text_file.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise LanternError(f"{text_file} is not UTF-8 text") from None
-    heldout = twin_dir / "dataset" / "heldout.jsonl"
-    samples = [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines() if line]
+    from quantize.twin.dataset import load_samples
+
+    samples = load_samples(twin_dir / "dataset" / "heldout.jsonl", cipher)
     text = "\n\n".join(s["text"] for s in samples if s["kind"] == "text")
     if not text:
         raise LanternError("this twin has no held-out notes (too few files); pass --text FILE")
     return text
 
 
-def _samples_side_by_side(assistant, record: TwinRecord, name: str) -> None:
-    heldout = assistant.twins.folder(name) / "dataset" / "heldout.jsonl"
-    prompts = [
-        json.loads(line)["prompt"]
-        for line in heldout.read_text(encoding="utf-8").splitlines()
-        if line and json.loads(line)["kind"] == "chat"
-    ][:2]
+def _samples_side_by_side(assistant, record: TwinRecord, name: str, cipher) -> None:
+    from quantize.twin.dataset import load_samples
+
+    samples = load_samples(assistant.twins.folder(name) / "dataset" / "heldout.jsonl", cipher)
+    prompts = [s["prompt"] for s in samples if s["kind"] == "chat"][:2]
     settings = assistant.settings(max_tokens=60, temperature=0)
     for prompt in prompts:
         click.echo(f"\n> {prompt}")
@@ -405,20 +423,21 @@ def twin_rm(ctx, name):
 @click.pass_context
 def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     """DPO on your ratings (TUI F6/F7/F9, POST /v1/lantern/feedback), on top of the twin's adapter."""
-    import shutil
+    import contextlib
 
-    import torch
     from peft import set_peft_model_state_dict
 
-    from app.atomic import atomic_output_path
+    from app.private_files import read_private, write_private
+    from app.private_temp import private_temp_folder
     from quantize.sources import resolve_source
     from quantize.torch_bridge import load_torch_model
-    from quantize.twin.adapter_export import export_lora_gguf
+    from quantize.twin.adapter_export import save_adapter
     from quantize.twin.dpo import DpoSettings, no_pairs_error, tune_preferences
     from quantize.twin.preferences import dpo_pairs
-    from quantize.twin.trainer import CHECKPOINT, add_lora
+    from quantize.twin.trainer import CHECKPOINT, add_lora, read_checkpoint
 
     assistant = assistant_from(ctx)
+    cipher = assistant.key.cipher()
     record = assistant.twins.get(name)
     folder = assistant.twins.folder(name)
     if not record.trained or not (folder / CHECKPOINT).is_file():
@@ -441,19 +460,22 @@ def twin_tune_prefs(ctx, name, steps, beta, lr, seed):
     )
     torch_model = load_torch_model(resolve_source(record.base_model, assistant.models))
     peft_model, _ = add_lora(torch_model.model, config)
-    set_peft_model_state_dict(peft_model, torch.load(folder / CHECKPOINT, weights_only=False)["lora"])
+    set_peft_model_state_dict(peft_model, read_checkpoint(folder / CHECKPOINT, cipher)["lora"])
     say(f"Running DPO for {steps} steps (beta {beta})...")
-    report = tune_preferences(
-        peft_model,
-        torch_model.tokenizer,
-        found.pairs,
-        DpoSettings(steps=steps, learning_rate=lr, beta=beta, seed=seed),
-    )
+    scratch = private_temp_folder("dpo") if cipher is not None else contextlib.nullcontext(None)
+    with scratch as scratch_folder:
+        report = tune_preferences(
+            peft_model,
+            torch_model.tokenizer,
+            found.pairs,
+            DpoSettings(steps=steps, learning_rate=lr, beta=beta, seed=seed),
+            scratch_folder,
+        )
+    adapter = assistant.twins.adapter_path(name)
     before = folder / "adapter-before-prefs.gguf"
-    if not before.exists():
-        shutil.copy2(assistant.twins.adapter_path(name), before)
-    with atomic_output_path(assistant.twins.adapter_path(name), mode=0o600) as tmp:
-        export_lora_gguf(peft_model, tmp, name)
+    if not before.exists():  # sealed again under its own name (a sealed file's name is part of it)
+        write_private(before, read_private(adapter, cipher), cipher)
+    save_adapter(peft_model, adapter, name, cipher)
     record.training["preference_tuning"] = dataclasses.asdict(report)
     assistant.twins.save(record)
     click.echo(

@@ -16,6 +16,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.atomic import atomic_output_path
+from app.private_files import write_private
+from app.private_temp import private_temp_file
 from quantize.errors import ConversionError
 from quantize.families import Family, family_for_model_type
 from quantize.family_tensors import gguf_name, to_llama_cpp_layout
@@ -30,6 +33,7 @@ from quantize.gguf_names import (
     MODEL_NAME,
     expert_tensor_name,
 )
+from rag.crypto import Cipher
 
 _PEFT_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+?)(?:\.base_layer)*\.lora_(?P<part>[AB])(?:\.default)?\.weight$"
@@ -115,4 +119,16 @@ def export_lora_gguf(peft_model, out: Path, name: str, dtype: str = "F32") -> in
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return adapted
+
+
+def save_adapter(peft_model, path: Path, name: str, cipher: Cipher | None) -> int:
+    """Export the adapter to ``path`` atomically: plain, or sealed with ``cipher`` (an encrypted
+    home), written first to a private temporary file and never in plain beside ``path``."""
+    if cipher is None:
+        with atomic_output_path(path, mode=0o600) as tmp:
+            return export_lora_gguf(peft_model, tmp, name)
+    with private_temp_file("adapter", ".gguf") as plain:
+        adapted = export_lora_gguf(peft_model, plain, name)
+        write_private(path, plain.read_bytes(), cipher)
     return adapted

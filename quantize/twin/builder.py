@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.atomic import atomic_output_path
 from quantize.sources import ModelSource
 from quantize.torch_bridge import TorchModel, load_torch_model
 from quantize.twin import distributed
-from quantize.twin.adapter_export import export_lora_gguf
+from quantize.twin.adapter_export import save_adapter
 from quantize.twin.dataset import TwinDataset, build_dataset, pack, save_dataset
 from quantize.twin.trainer import TrainingProgress, TrainingState, TwinTrainer, add_lora
 from quantize.twin.training_config import TrainingConfig
+from rag.crypto import Cipher
 
 
 def _silent(_message: str) -> None:
@@ -53,13 +53,18 @@ def build_twin(
     resume: bool = False,
     say: Callable[[str], None] = print,
     on_progress: Callable[[TrainingProgress], None] | None = None,
+    cipher: Cipher | None = None,
 ) -> TwinBuild:
+    """``cipher``: the encrypted home's; the dataset, the checkpoint and the adapter are sealed
+    with it as they are written (plain files otherwise)."""
     if not distributed.from_environment().is_main:
         say = _silent  # under torchrun, the first process speaks for all
     dataset = build_dataset(notes, seed=config.seed)
     say(f"Loading the base model {base.name} into torch...")
     torch_model = load_torch_model(base)
-    summary = save_dataset(dataset, twin_dir / "dataset", torch_model.tokenizer, config.sequence_length)
+    summary = save_dataset(
+        dataset, twin_dir / "dataset", torch_model.tokenizer, config.sequence_length, cipher
+    )
     train = summary["counts"]["train"]
     say(
         f"Dataset: {train['files']} note files for training ({train['text']} passages, {train['chat']} "
@@ -67,7 +72,7 @@ def build_twin(
     )
     sequences = pack(dataset.train.samples, torch_model.tokenizer, config.sequence_length)
     peft_model, cut = add_lora(torch_model.model, config)
-    trainer = TwinTrainer(peft_model, cut, sequences, config, twin_dir)
+    trainer = TwinTrainer(peft_model, cut, sequences, config, twin_dir, cipher=cipher)
     if resume:
         trainer.load_checkpoint()
         say(f"Resuming at step {trainer.state.step} ({trainer.state.tokens_seen:,} tokens trained)")
@@ -85,7 +90,6 @@ def build_twin(
     state = trainer.run(on_progress)
     adapted = 0
     if trainer.dist.is_main:
-        with atomic_output_path(twin_dir / "adapter.gguf", mode=0o600) as tmp:
-            adapted = export_lora_gguf(peft_model, tmp, name)
+        adapted = save_adapter(peft_model, twin_dir / "adapter.gguf", name, cipher)
     result = TwinBuildResult(dataset, state, len(sequences), adapted, trainer.bf16, trainer.dist.world_size)
     return TwinBuild(torch_model, peft_model, result)

@@ -10,8 +10,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.private_files import read_private, write_private
 from quantize.errors import ConversionError
 from quantize.notes_text import NotesRead, read_notes
+from rag.crypto import Cipher
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORDS = re.compile(r"\w+")
@@ -235,8 +237,12 @@ def heldout_text(dataset: TwinDataset) -> str:
     return "\n\n".join(s.text for s in dataset.heldout.samples if s.kind == "text")
 
 
-def save_dataset(dataset: TwinDataset, out: Path, tokenizer=None, sequence_length: int = 256) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+def save_dataset(
+    dataset: TwinDataset, out: Path, tokenizer=None, sequence_length: int = 256, cipher: Cipher | None = None
+) -> dict:
+    """Write train.jsonl, heldout.jsonl and dataset.json to ``out``: sealed with ``cipher`` (an
+    encrypted home), plain otherwise."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
     summary = {
         "counts": dataset.counts(),
         "train_files": list(dataset.train.files),
@@ -244,9 +250,8 @@ def save_dataset(dataset: TwinDataset, out: Path, tokenizer=None, sequence_lengt
         "skipped": [list(s) for s in dataset.skipped],
     }
     for name, split in (("train", dataset.train), ("heldout", dataset.heldout)):
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            for sample in split.samples:
-                f.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+        lines = "".join(json.dumps(asdict(sample), ensure_ascii=False) + "\n" for sample in split.samples)
+        write_private(out / f"{name}.jsonl", lines.encode("utf-8"), cipher)
         if tokenizer is not None:
             tokens = sum(
                 len(tokenizer.encode(render_sample(s, tokenizer), add_special_tokens=False)) + 1
@@ -254,5 +259,10 @@ def save_dataset(dataset: TwinDataset, out: Path, tokenizer=None, sequence_lengt
             )
             summary["counts"][name]["tokens"] = tokens
             summary["counts"][name]["sequences"] = tokens // sequence_length
-    (out / "dataset.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_private(out / "dataset.json", json.dumps(summary, indent=2).encode("utf-8"), cipher)
     return summary
+
+
+def load_samples(path: Path, cipher: Cipher | None) -> list[dict]:
+    """The samples of a saved split (train.jsonl or heldout.jsonl), opened with ``cipher`` if sealed."""
+    return [json.loads(line) for line in read_private(path, cipher).decode("utf-8").splitlines() if line]

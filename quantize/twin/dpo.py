@@ -6,8 +6,10 @@ built (not the bare base model) and the tuned adapter stays a small step from it
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from quantize.errors import ConversionError
 from quantize.twin.preferences import DpoPair
@@ -40,8 +42,12 @@ def no_pairs_error() -> ConversionError:
     )
 
 
-def tune_preferences(peft_model, tokenizer, pairs: list[DpoPair], settings: DpoSettings) -> DpoReport:
-    """Run DPO steps on ``peft_model`` (its "default" adapter trains); return what was measured."""
+def tune_preferences(
+    peft_model, tokenizer, pairs: list[DpoPair], settings: DpoSettings, scratch: Path | None = None
+) -> DpoReport:
+    """Run DPO steps on ``peft_model`` (its "default" adapter trains); return what was measured.
+    ``scratch``: an empty folder for TRL's output (a private one, in an encrypted home); a
+    temporary folder by default."""
     if not pairs:
         raise no_pairs_error()
     from datasets import Dataset
@@ -57,9 +63,12 @@ def tune_preferences(peft_model, tokenizer, pairs: list[DpoPair], settings: DpoS
     ]
     for parameter_name, parameter in peft_model.named_parameters():
         parameter.requires_grad = ".lora_" in parameter_name and ".default." in parameter_name
-    with tempfile.TemporaryDirectory(prefix="lantern-dpo-") as scratch, quiet_library_warnings():
+    folder = (
+        contextlib.nullcontext(scratch) if scratch else tempfile.TemporaryDirectory(prefix="lantern-dpo-")
+    )
+    with folder as output_dir, quiet_library_warnings():
         config = DPOConfig(
-            output_dir=scratch,
+            output_dir=str(output_dir),
             max_steps=settings.steps,
             learning_rate=settings.learning_rate,
             beta=settings.beta,

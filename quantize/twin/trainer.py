@@ -12,6 +12,7 @@ bench/bench_twin.py measures each against plain transformers + peft LoRA over ev
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import signal
 import threading
@@ -23,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from app.atomic import atomic_output_path
+from app.private_files import read_private, write_private
 from quantize.cores import usable_cores
 from quantize.errors import ConversionError
 from quantize.twin import distributed
 from quantize.twin.compile_choice import should_compile
 from quantize.twin.split_model import SplitModel
 from quantize.twin.training_config import TrainingConfig
+from rag.crypto import Cipher
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -177,6 +179,17 @@ def add_lora(model, config: TrainingConfig):
         return get_peft_model(model, lora), layers - train_layers
 
 
+def checkpoint_bytes(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def read_checkpoint(path: Path, cipher: Cipher | None) -> dict:
+    """A checkpoint's contents (sealed in an encrypted home; a damaged one is named)."""
+    return torch.load(io.BytesIO(read_private(path, cipher)), weights_only=False)
+
+
 class TwinTrainer:
     def __init__(
         self,
@@ -186,9 +199,11 @@ class TwinTrainer:
         config: TrainingConfig,
         checkpoint_dir: Path,
         scaled_groups: list[tuple[list[torch.nn.Parameter], float]] = (),
+        cipher: Cipher | None = None,
     ):
         """``scaled_groups``: more parameters to train beyond LoRA's (not checkpointed), each group
-        at its own multiple of the learning rate."""
+        at its own multiple of the learning rate. ``cipher``: the encrypted home's, which seals the
+        checkpoint (it holds what was learned from the notes)."""
         if not sequences:
             raise ConversionError(
                 f"the notes give fewer than {config.sequence_length} tokens of training text; "
@@ -197,6 +212,7 @@ class TwinTrainer:
         self.model = peft_model
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.cipher = cipher
         self.input_ids = torch.tensor(sequences, dtype=torch.long)
         self.batch_size = min(config.batch_size, len(sequences))
         extra = {id(p) for parameters, _ in scaled_groups for p in parameters}
@@ -360,8 +376,7 @@ class TwinTrainer:
             "state": asdict(self.state),
             "config": asdict(self.config),
         }
-        with atomic_output_path(path, mode=0o600) as tmp:
-            torch.save(payload, tmp)
+        write_private(path, checkpoint_bytes(payload), self.cipher)
         self.dist.barrier()
         return path
 
@@ -371,7 +386,7 @@ class TwinTrainer:
         path = self.checkpoint_dir / CHECKPOINT
         if not path.is_file():
             raise ConversionError(f"no checkpoint to resume from in {self.checkpoint_dir}")
-        payload = torch.load(path, weights_only=False)
+        payload = read_checkpoint(path, self.cipher)
         saved = payload["config"]
         settings = ("rank", "alpha", "train_layers", "sequence_length", "batch_size", "seed", "moe_experts")
         mismatched = [key for key in settings if key in saved and saved[key] != getattr(self.config, key)]
