@@ -26,7 +26,7 @@ class RuntimeConfig:
     batch_size: int = 512
     speculative: str = "off"  # "prompt-lookup": guess tokens from n-grams of the chat, checked by the model
     state_cache_mb: int = 256  # memory for saved conversation states (resume warm); 0: none
-    state_disk_mb: int = 1024  # the same on disk in the data home (not with an encrypted memory); 0: none
+    state_disk_mb: int = 1024  # the same on disk in the data home (not with an encrypted home); 0: none
     token_gap_ms: int = 0  # serve: longest pause of a streaming answer while prompts run; 0: auto
 
 
@@ -55,7 +55,7 @@ class MemoryConfig:
     per_note: int = 1  # passages of one note among the results at most; 0: no limit
     hyde: bool = False  # expand the question with a passage the chat model writes first (measured, off)
     embedder: str = ""  # a local sentence-transformers folder; empty: the bundled all-MiniLM-L6-v2
-    key_file: str = ""  # for an encrypted memory: derive the key from this file, not a passphrase
+    key_file: str = ""  # an encrypted home: unlock it with this file, not a passphrase
     # A second stage over the fused top rerank_depth passages (bench/bench_rerank.py): "maxsim" (late
     # interaction over the embedder's token vectors) or "judge" (the chat model's yes/no; slow, weak).
     # Depth 30 and weight 1.0 (the reranker's score alone) were best on the dev half; off by default
@@ -94,7 +94,7 @@ threads = 0             # 0 means one per CPU core
 batch_size = 512
 speculative = "off"     # "prompt-lookup": guess tokens from the chat itself (same answers)
 state_cache_mb = 256    # memory for saved conversation states, so a conversation that returns resumes warm
-state_disk_mb = 1024    # the same on disk in the data home (never with an encrypted memory); 0 turns it off
+state_disk_mb = 1024    # the same on disk in the data home (never with an encrypted home); 0 turns it off
 token_gap_ms = 0        # serve: longest pause of a streaming answer while new prompts run; 0 means auto
 
 [generation]
@@ -114,7 +114,7 @@ min_similarity = 0.25   # cosine below which a passage is left out as unrelated
 per_note = 1            # passages of one note among the results at most (0: no limit)
 hyde = false            # let the chat model draft an answer to search with too (slower; see RESULTS)
 embedder = ""           # a local sentence-transformers folder; empty means the bundled all-MiniLM-L6-v2
-key_file = ""           # encrypted memory: a key file instead of a passphrase
+key_file = ""           # encrypted data home: a key file instead of a passphrase
 rerank = "off"          # "maxsim" or "judge": rescore the best passages more closely (slower searches)
 rerank_depth = 30       # how many of the best passages the reranker reads; each costs time
 rerank_weight = 1.0     # the reranker's share of the final order, against the first search's

@@ -38,7 +38,7 @@ class DataHome:
 
     @property
     def kv_states_dir(self) -> Path:
-        """Saved conversation states (derived from chats: never written with an encrypted memory)."""
+        """Saved conversation states (derived from chats: never written with an encrypted home)."""
         return self.root / "kv-states"
 
     @property
