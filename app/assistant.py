@@ -12,7 +12,7 @@ from app.config import Config, load_config
 from app.conversations import Conversation, ConversationStore
 from app.engine import ChatResult, ChatStream, Engine, GenerationSettings
 from app.errors import LanternError
-from app.home import DataHome
+from app.home import DataHome, InUse
 from app.home_key import HomeKey, secret_from_environment
 from app.kv_states import StateCache, context_fingerprint
 from app.memory import Memory, citation_record
@@ -70,6 +70,7 @@ class Assistant:
         """``ask_secret`` prompts for the passphrase of an encrypted home when no key is in the
         environment; ``key_file`` (``--key-file``) comes before both."""
         self.home = DataHome.open(home_root)
+        self.in_use = InUse(self.home)
         self.config: Config = load_config(self.home.config_file)
         self.models = ModelStore(self.home)
         self.models.ensure_default_registered()
@@ -107,7 +108,8 @@ class Assistant:
     def _finish_sealing(self, key: HomeKey) -> None:
         from app.sealing import finish_sealing
 
-        finish_sealing(self, key.data_key())
+        with self.in_use.alone("finish the interrupted 'lantern init --encrypt' (any command does)"):
+            finish_sealing(self, key.data_key())
 
     @property
     def conversations(self) -> ConversationStore:
@@ -252,6 +254,7 @@ class Assistant:
 
     def close(self) -> None:
         self.close_conversations()
+        self.in_use.release()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()

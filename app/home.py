@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,11 @@ class DataHome:
     def conversations_db(self) -> Path:
         return self.root / "conversations.sqlite3"
 
+    @property
+    def in_use_lock(self) -> Path:
+        """Shared-locked by every process using the home; `init --encrypt` needs it alone."""
+        return self.root / "in-use.lock"
+
     def private_file(self, path: Path) -> Path:
         """Create ``path`` (if missing) readable by its owner only, and return it."""
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -70,3 +78,32 @@ class DataHome:
                 "Set LANTERN_HOME to a folder you can write."
             ) from exc
         return home
+
+
+class InUse:
+    """This process's shared lock on the data home, held from start to close."""
+
+    def __init__(self, home: DataHome):
+        self._fd = os.open(home.private_file(home.in_use_lock), os.O_RDWR)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def alone(self, action: str) -> Iterator[None]:
+        """Hold the home exclusively for ``action``, or refuse at once if another process uses it
+        (its open database would go on writing into the replaced plain file)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LanternError(
+                f"another Lantern (the TUI, 'lantern serve' or a chat) is using this data home; close it, "
+                f"then {action} again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

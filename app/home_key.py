@@ -200,7 +200,11 @@ class HomeKey:
                 self.forget()
                 raise
             if pending and self.on_pending is not None:
-                self.on_pending(self)
+                try:
+                    self.on_pending(self)
+                except BaseException:
+                    self._data_key = None  # half sealed: nothing may be opened until it is finished
+                    raise
         return self._data_key
 
     def data_cipher(self) -> Cipher:

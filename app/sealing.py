@@ -47,14 +47,15 @@ def encrypt_home(assistant: Assistant, secret: bytes, say: Callable[[str], None]
             f"the data home {assistant.home.root} is already encrypted; "
             "change its passphrase with 'lantern passphrase change'"
         )
-    if key.pending_path.exists():  # an earlier run was killed: the same secret finishes it
-        data_key = HomeKeyring.read(key.pending_path).unwrap(secret)
-        resumed = True
-    else:
-        data_key = _legacy_memory_key(assistant, secret) or os.urandom(DATA_KEY_BYTES)
-        HomeKeyring.wrap(data_key, secret).write(key.pending_path)
-        resumed = False
-    report = finish_sealing(assistant, data_key, say)
+    with assistant.in_use.alone("run 'lantern init --encrypt'"):
+        if key.pending_path.exists():  # an earlier run was killed: the same secret finishes it
+            data_key = HomeKeyring.read(key.pending_path).unwrap(secret)
+            resumed = True
+        else:
+            data_key = _legacy_memory_key(assistant, secret) or os.urandom(DATA_KEY_BYTES)
+            HomeKeyring.wrap(data_key, secret).write(key.pending_path)
+            resumed = False
+        report = finish_sealing(assistant, data_key, say)
     report.resumed = resumed
     key.unlock_with(secret)
     return report

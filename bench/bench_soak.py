@@ -40,7 +40,6 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soak_clients import Client, Tally  # noqa: E402
 
-from rag.crypto import Keyring  # noqa: E402
+from app.conversations import ConversationStore  # noqa: E402
+from app.errors import LanternError  # noqa: E402
+from app.home_key import HomeKey  # noqa: E402
 from rag.errors import MemoryStoreError  # noqa: E402
 from rag.sealed_file import MAGIC, read_sealed  # noqa: E402
 
@@ -337,21 +338,10 @@ def verify_with_cli(home: Home, report: Report, tally: Tally) -> None:
 
 
 def check_sealed_files(home: Home, report: Report) -> None:
-    """Open every file that starts with the sealed-file magic, with the key of the nearest keyring."""
-    ciphers: dict[Path, object] = {}
-
-    def cipher_for(path: Path):
-        for folder in path.parents:
-            keyring = folder / "keyring.json"
-            if keyring.exists():
-                if folder not in ciphers:
-                    ring = Keyring.from_bytes(keyring.read_bytes(), str(keyring))
-                    ciphers[folder] = ring.unlock(PASSPHRASE.encode("utf-8"))
-                return ciphers[folder]
-            if folder == home.root:
-                return None
-        return None
-
+    """Open every sealed file with the home's data key (from the key file the server used), and
+    the conversation database through SQLCipher, which checks every page's HMAC at open."""
+    key = HomeKey(home.root, home.key_file.read_bytes)
+    cipher = key.data_cipher()
     for path in sorted(home.root.rglob("*")):
         if not path.is_file():
             continue
@@ -360,26 +350,20 @@ def check_sealed_files(home: Home, report: Report) -> None:
             continue
         with path.open("rb") as f:
             head = f.read(len(MAGIC))
-        if head == b"SQLite format 3\x00"[: len(MAGIC)]:
-            check_sqlite(path, report)
+        if path.suffix == ".sqlite3":
+            report.sealed_checked += 1
+            try:
+                ConversationStore(path, key.database_key()).close()
+            except LanternError as exc:
+                report.sealed_damaged.append(str(exc))
+            continue
         if head != MAGIC:
             continue
         report.sealed_checked += 1
         try:
-            read_sealed(path, cipher_for(path))
+            read_sealed(path, cipher)
         except MemoryStoreError as exc:
             report.sealed_damaged.append(str(exc))
-
-
-def check_sqlite(path: Path, report: Report) -> None:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        result = db.execute("PRAGMA integrity_check").fetchone()[0]
-    except sqlite3.Error as exc:
-        result = str(exc)
-    finally:
-        db.close()
-    report.checks[f"sqlite {path.name}"] = "" if result == "ok" else result
 
 
 # --- the table ----------------------------------------------------------------------------------

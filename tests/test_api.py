@@ -228,6 +228,52 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, monkeypatch):
         small.stop()
 
 
+def test_a_client_that_gives_up_while_queued_is_let_go_quietly(tmp_path, monkeypatch):
+    """Found by the soak: a whole (not streamed) answer whose client left before its turn came
+    has no result; that is no error, and nothing is stored for it."""
+    import logging
+
+    monkeypatch.setenv("LANTERN_HOME", str(tmp_path / "home"))
+    small = start_server(slots=1, max_waiting=2)
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        headers = {"Authorization": f"Bearer {small.token}"}
+        busy = {
+            "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+            "max_tokens": 600,
+            "temperature": 0,
+            "stream": True,
+        }
+        with httpx.Client(timeout=60) as http:
+            with http.stream("POST", small.url + "/v1/completions", headers=headers, json=busy) as first:
+                next(first.iter_lines())
+                for path, body in (
+                    (
+                        "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+                    ),
+                    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4}),
+                ):
+                    with pytest.raises(httpx.ReadTimeout):
+                        http.post(small.url + path, headers=headers, json=body, timeout=1.0)
+                time.sleep(1.0)  # the server notices the disconnects (it polls every 0.25 s)
+        assert small.service.assistant.conversations.list() == []
+        answered = httpx.post(
+            small.url + "/v1/chat/completions",
+            headers=headers,
+            json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+            timeout=120,
+        )
+        assert answered.status_code == 200 and answered.json()["choices"][0]["message"]["content"]
+        assert errors == []
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+        small.stop()
+
+
 def test_memory_citations_notes_and_conversations_for_a_phone(server, client, tmp_path):
     server.service.assistant.memory.add([make_notes(tmp_path / "notes")])
     reply = client.chat.completions.create(

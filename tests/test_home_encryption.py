@@ -292,3 +292,29 @@ def test_init_encrypt_killed_at_any_step_is_finished_by_the_next_start(
     history = read_private(home / "chat_history", HomeKey(home, PASSPHRASE.encode).cipher())
     assert history.decode() == f"{FACTS['scan.pdf']}\n"
     assert plain_traces(home) == []
+
+
+def test_init_encrypt_refuses_while_another_lantern_uses_the_home(plain_home, tmp_path):
+    """The TUI or `serve` holding the database open would go on writing into the replaced plain
+    file: sealing waits until the home is free, and says so."""
+    from app.assistant import Assistant
+    from app.sealing import encrypt_home
+
+    home = tmp_path / "home"
+    shutil.copytree(plain_home, home)
+    tui = Assistant(home)
+    tui.conversations.list()
+    try:
+        refused = lantern(home, "init", "--encrypt", env={"LANTERN_PASSPHRASE": PASSPHRASE})
+        assert refused.returncode == 1
+        assert "another Lantern" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        assert not (home / "keyring.json").exists() and not (home / "keyring.json.pending").exists()
+    finally:
+        tui.close()
+    assert "sealed conversations.sqlite3" in ok(
+        lantern(home, "init", "--encrypt", env={"LANTERN_PASSPHRASE": PASSPHRASE})
+    )
+    owner = Assistant(home)
+    with pytest.raises(Exception, match="already encrypted"):
+        encrypt_home(owner, PASSPHRASE.encode())
+    owner.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import jinja2
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from android_client_api.dependencies import Service, Settings, authorized
 from android_client_api.errors import ApiError
@@ -113,6 +113,8 @@ async def chat_completions(
 
     if not body.stream:
         text = await _collect(stream, request)
+        if stream.result is None:
+            return _gone()  # the client left while its request waited: nothing was answered or saved
         saved = save(text)
         return {
             "id": completion_id,
@@ -193,6 +195,8 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
 
     if not body.stream:
         text = await _collect(stream, request)
+        if stream.result is None:
+            return _gone()
         return {**body_of(text, _finish(stream.result.finish_reason)), "usage": _usage(stream)}
 
     async def events() -> AsyncIterator[str]:
@@ -291,6 +295,12 @@ def _submit(scheduler: BatchScheduler, plan: PromptPlan, settings: GenerationSet
         raise ApiError(503, f"{exc}; retry shortly", "overloaded", {"Retry-After": "2"}) from None
     except LanternError as exc:  # a model being unloaded to make room for another
         raise ApiError(503, f"{exc}; retry shortly", "model_busy", {"Retry-After": "2"}) from None
+
+
+# A client that gave up while its request waited in the queue: no answer began, so there is none
+# to return or store; 499 is nginx's "client closed request", logged by no one since no one reads it.
+def _gone() -> Response:
+    return Response(status_code=499)
 
 
 async def _collect(stream: BatchedStream, request: Request) -> str:
