@@ -234,6 +234,10 @@ def test_a_client_that_gives_up_while_queued_is_let_go_quietly(tmp_path, monkeyp
     import logging
 
     monkeypatch.setenv("LANTERN_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    # Counting holds the one slot for seconds only without the repetition guard (with it, the
+    # model may stop early).
+    (tmp_path / "home" / "config.toml").write_text('[generation]\nrepetition_guard = "off"\n')
     small = start_server(slots=1, max_waiting=2)
     errors: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
@@ -247,19 +251,25 @@ def test_a_client_that_gives_up_while_queued_is_let_go_quietly(tmp_path, monkeyp
             "temperature": 0,
             "stream": True,
         }
-        with httpx.Client(timeout=60) as http:
-            with http.stream("POST", small.url + "/v1/completions", headers=headers, json=busy) as first:
-                next(first.iter_lines())
-                for path, body in (
-                    (
-                        "/v1/chat/completions",
-                        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
-                    ),
-                    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4}),
-                ):
-                    with pytest.raises(httpx.ReadTimeout):
-                        http.post(small.url + path, headers=headers, json=body, timeout=1.0)
-                time.sleep(1.0)  # the server notices the disconnects (it polls every 0.25 s)
+
+        def hold_the_slot() -> None:
+            with httpx.stream(
+                "POST", small.url + "/v1/completions", headers=headers, json=busy, timeout=60
+            ) as r:
+                for _ in r.iter_lines():
+                    pass
+
+        hog = threading.Thread(target=hold_the_slot)
+        hog.start()
+        while httpx.get(small.url + "/v1/lantern/health").json()["busy_slots"] == 0:
+            time.sleep(0.05)
+        for path, body in (
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}),
+            ("/v1/completions", {"prompt": "Hi", "max_tokens": 4}),
+        ):
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(small.url + path, headers=headers, json=body, timeout=1.0)
+        hog.join()
         assert small.service.assistant.conversations.list() == []
         answered = httpx.post(
             small.url + "/v1/chat/completions",
