@@ -11,6 +11,7 @@ from textual.widgets import Input, OptionList, ProgressBar, Static
 
 from app.assistant import Assistant
 from tests.memory_fixtures import make_notes
+from tests.tui_pilot import greedy, run_app, until
 from tui.app import LanternApp
 from tui.screens.chat import ChatScreen
 from tui.screens.problem import ProblemScreen
@@ -22,19 +23,7 @@ from tui.widgets.status_bar import StatusBar
 
 
 def _assistant(max_tokens: int = 24) -> Assistant:
-    assistant = Assistant()
-    greedy = replace(assistant.config.generation, temperature=0.0, max_tokens=max_tokens)
-    assistant.config = replace(assistant.config, generation=greedy)
-    return assistant
-
-
-async def _until(pilot, condition, timeout: float = 120.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-        await pilot.pause()
-    raise AssertionError("the app never reached the expected state")
+    return greedy(Assistant(), max_tokens)
 
 
 def _chat(app: LanternApp) -> ChatScreen:
@@ -44,27 +33,18 @@ def _chat(app: LanternApp) -> ChatScreen:
 
 async def _ask(pilot, text: str) -> AnswerMessage:
     chat = _chat(pilot.app)
-    await _until(pilot, chat.model_ready.is_set)
+    await until(pilot, chat.model_ready.is_set)
     before = len(chat.query(AnswerMessage))
     prompt = chat.query_one(PromptArea)
     prompt.focus()
     prompt.insert(text)
     await pilot.press("enter")
-    await _until(pilot, lambda: len(chat.query(AnswerMessage)) > before and not chat.answering)
+    await until(pilot, lambda: len(chat.query(AnswerMessage)) > before and not chat.answering)
     return list(chat.query(AnswerMessage))[-1]
 
 
 def _run(assistant: Assistant, scenario, size=(100, 30)):
-    async def main():
-        app = LanternApp(assistant)
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            return await scenario(pilot)
-
-    try:
-        return asyncio.run(main())
-    finally:
-        assistant.close()
+    return run_app(LanternApp(assistant), scenario, size)
 
 
 def test_a_question_streams_an_answer_that_the_cli_can_continue(home):
@@ -87,12 +67,12 @@ def test_escape_stops_an_answer_mid_way_and_keeps_what_was_written(home):
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        await _until(pilot, chat.model_ready.is_set)
+        await until(pilot, chat.model_ready.is_set)
         chat.query_one(PromptArea).insert("Write a very long story about a dragon and a lighthouse.")
         await pilot.press("enter")
-        await _until(pilot, lambda: any(len(a.text) > 20 for a in chat.query(AnswerMessage)))
+        await until(pilot, lambda: any(len(a.text) > 20 for a in chat.query(AnswerMessage)))
         await pilot.press("escape")
-        await _until(pilot, lambda: not chat.answering)
+        await until(pilot, lambda: not chat.answering)
         answer = list(chat.query(AnswerMessage))[-1]
         footer = str(answer.query_one(".answer-footer", Static).content)
         return answer.text, footer
@@ -122,7 +102,7 @@ def test_switching_conversation_shows_it_and_continues_it(home):
         options.focus()
         options.highlighted = 1
         await pilot.press("enter")
-        await _until(pilot, lambda: chat.conversation is not None and chat.conversation.id == old.id)
+        await until(pilot, lambda: chat.conversation is not None and chat.conversation.id == old.id)
         shown = [str(m.content) for m in chat.query(UserMessage)] + [
             a.text for a in chat.query(AnswerMessage)
         ]
@@ -141,7 +121,7 @@ async def _open_first_listed_conversation(pilot, chat) -> OptionList:
     options.focus()
     options.highlighted = 0
     await pilot.press("enter")
-    await _until(pilot, lambda: chat.conversation is not None)
+    await until(pilot, lambda: chat.conversation is not None)
     return options
 
 
@@ -198,17 +178,17 @@ def test_rename_search_and_delete_with_confirmation(home):
         rename = pilot.app.screen.query_one("#title", Input)
         rename.value = "Balcony garden"
         await pilot.press("enter")
-        await _until(pilot, lambda: str(options.get_option_at_index(0).prompt) == "Balcony garden")
+        await until(pilot, lambda: str(options.get_option_at_index(0).prompt) == "Balcony garden")
         chat.query_one("#conversation-search", Input).value = "zzz-no-match"
-        await _until(pilot, lambda: options.get_option_at_index(0).disabled)
+        await until(pilot, lambda: options.get_option_at_index(0).disabled)
         chat.query_one("#conversation-search", Input).value = "tomatoes"  # found by message text
-        await _until(pilot, lambda: not options.get_option_at_index(0).disabled)
+        await until(pilot, lambda: not options.get_option_at_index(0).disabled)
         await pilot.press("f8")
         await pilot.press("escape")  # cancel keeps it
         assert len(store.list()) == 1
         await pilot.press("f8")
         await pilot.click("#yes")
-        await _until(pilot, lambda: chat.conversation is None)
+        await until(pilot, lambda: chat.conversation is None)
 
     _run(assistant, scenario)
     assert Assistant().conversations.list() == []
@@ -251,7 +231,7 @@ def test_adding_a_folder_runs_in_a_worker_and_the_progress_completes(home, tmp_p
         screen.query_one("#memory-path", Input).value = str(notes)
         await pilot.press("enter")
         report = screen.query_one("#memory-report", Static)
-        await _until(pilot, lambda: str(report.content).startswith(("Done", "error")))
+        await until(pilot, lambda: str(report.content).startswith(("Done", "error")))
         bar = screen.query_one("#memory-progress", ProgressBar)
         return (
             str(report.content),
@@ -318,15 +298,15 @@ def test_empty_and_huge_messages_get_a_clear_answer_and_no_crash(home):
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        await _until(pilot, chat.model_ready.is_set)
+        await until(pilot, chat.model_ready.is_set)
         await pilot.press("enter")  # nothing typed
         nothing_sent = not list(chat.query(UserMessage))
         prompt = chat.query_one(PromptArea)
         prompt.post_message(events.Paste("lighthouse " * 10_000))  # a 110,000-character paste
-        await _until(pilot, lambda: len(prompt.text) > 100_000)
+        await until(pilot, lambda: len(prompt.text) > 100_000)
         await pilot.press("enter")
-        await _until(pilot, lambda: bool(list(chat.query(AnswerMessage))))
-        await _until(pilot, lambda: not chat.answering)
+        await until(pilot, lambda: bool(list(chat.query(AnswerMessage))))
+        await until(pilot, lambda: not chat.answering)
         answer = list(chat.query(AnswerMessage))[-1]
         footer = str(answer.query_one(".answer-footer", Static).content)
         second = await _ask(pilot, "Say hello.")  # still usable afterwards
@@ -348,7 +328,7 @@ def test_a_missing_model_file_is_explained_in_the_chat(home, bundled_model, tmp_
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        await _until(pilot, lambda: chat.query_one(StatusBar).state == "model not loaded")
+        await until(pilot, lambda: chat.query_one(StatusBar).state == "model not loaded")
 
         answer = await _ask(pilot, "Are you there?")  # fails at once with the reason, never hangs
         footer = str(answer.query_one(".answer-footer", Static).content)
@@ -380,13 +360,13 @@ def test_picking_a_model_loads_it_in_a_worker_and_new_chats_use_it(home, bundled
 
     async def scenario(pilot):
         chat = _chat(pilot.app)
-        await _until(pilot, chat.model_ready.is_set)
+        await until(pilot, chat.model_ready.is_set)
         await pilot.press("f4")
         options = pilot.app.screen.query_one("#model-options", OptionList)
         names = [options.get_option_at_index(i).id for i in range(options.option_count)]
         options.highlighted = names.index("twin")
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen) and chat.model == "twin")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen) and chat.model == "twin")
         await _ask(pilot, "Hello")
         return names, chat.query_one(StatusBar).model
 
@@ -414,7 +394,7 @@ def test_a_gguf_file_given_at_launch_is_chatted_with_and_a_broken_one_is_named(h
     def launch(model: str):
         async def scenario(pilot):
             chat = _chat(pilot.app)
-            await _until(pilot, chat.model_ready.is_set)
+            await until(pilot, chat.model_ready.is_set)
             errors = [str(s.content) for s in chat.query(".error")]
             return chat.model, chat.query_one(StatusBar).model, errors
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import shutil
 import subprocess
 import sys
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from rag.crypto import Keyring
 from tests.conftest import LANTERN, run_lantern
 from tests.memory_fixtures import make_notes
 from tests.terminal import start_in_terminal, tmux, wait_for_screen, wait_until_gone
+from tests.tui_pilot import greedy, run_app, until
 from tui.app import LanternApp
 from tui.screens.chat import ChatScreen
 from tui.screens.unlock import UnlockScreen
@@ -41,18 +40,7 @@ def _locked_assistant() -> Assistant:
     """The home as `lantern` hands it to the TUI: nothing in the environment, no more prompts."""
     assistant = Assistant()
     assistant.key.stop_asking()
-    greedy = replace(assistant.config.generation, temperature=0.0, max_tokens=16)
-    assistant.config = replace(assistant.config, generation=greedy)
-    return assistant
-
-
-async def _until(pilot, condition, timeout: float = 120.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-        await pilot.pause()
-    raise AssertionError("the app never reached the expected state")
+    return greedy(assistant, max_tokens=16)
 
 
 async def _type_passphrase(pilot, text: str) -> None:
@@ -67,16 +55,7 @@ def _error_line(app: LanternApp) -> str:
 
 
 def _run(assistant: Assistant, scenario, size=(100, 30)):
-    async def main():
-        app = LanternApp(assistant, ask_passphrase=True)
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            return await scenario(pilot)
-
-    try:
-        return asyncio.run(main())
-    finally:
-        assistant.close()
+    return run_app(LanternApp(assistant, ask_passphrase=True), scenario, size)
 
 
 def test_a_wrong_passphrase_is_refused_and_the_right_one_opens_the_chat_with_the_notes(
@@ -98,18 +77,18 @@ def test_a_wrong_passphrase_is_refused_and_the_right_one_opens_the_chat_with_the
         field.insert_text_at_cursor(WRONG)
         masked = WRONG not in app.export_screenshot()
         await pilot.press("enter")
-        await _until(pilot, lambda: _error_line(app) != "" and not field.disabled)
+        await until(pilot, lambda: _error_line(app) != "" and not field.disabled)
         refused = (_error_line(app), isinstance(app.screen, UnlockScreen), field.value)
 
         await _type_passphrase(pilot, PASSPHRASE)
-        await _until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen))
         chat = app.screen
-        await _until(pilot, chat.model_ready.is_set)
+        await until(pilot, chat.model_ready.is_set)
         prompt = chat.query_one(PromptArea)
         prompt.focus()
         prompt.insert("Who services the boiler?")
         await pilot.press("enter")
-        await _until(pilot, lambda: not chat.answering and chat.query_one(SourcesPanel).option_count > 0)
+        await until(pilot, lambda: not chat.answering and chat.query_one(SourcesPanel).option_count > 0)
         sources = chat.query_one(SourcesPanel)
         cited = [str(sources.get_option_at_index(i).prompt) for i in range(sources.option_count)]
         return on_unlock_screen, masked, refused, cited
@@ -132,10 +111,10 @@ def test_a_home_whose_memory_alone_was_encrypted_is_unlocked_on_the_same_screen(
     async def scenario(pilot):
         app = pilot.app
         await _type_passphrase(pilot, WRONG)
-        await _until(pilot, lambda: _error_line(app) != "")
+        await until(pilot, lambda: _error_line(app) != "")
         refused = _error_line(app), isinstance(app.screen, UnlockScreen)
         await _type_passphrase(pilot, PASSPHRASE)
-        await _until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen))
         return refused, assistant.memory.has_notes()
 
     (error, still_asking), has_notes = _run(assistant, scenario)

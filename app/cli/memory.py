@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from app.cli.context import assistant_from, hit_json
-from app.cli.encryption import KEY_FILE_HELP, init
+from app.cli.encryption import init
 from app.errors import LanternError
 from app.memory import cite
 from app.sizes import human_bytes
@@ -51,15 +51,8 @@ def memory() -> None:
     """Your notes as memory: add folders, search them, and answers cite them."""
 
 
-@memory.command("init")
-@click.option(
-    "--encrypt", is_flag=True, required=True, help="Seal the data home (same as 'lantern init --encrypt')."
-)
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help=KEY_FILE_HELP)
-@click.pass_context
-def memory_init(ctx, encrypt, key_file):
-    """The same as 'lantern init --encrypt': the memory and everything else the notes touch."""
-    ctx.invoke(init, encrypt=encrypt, key_file=key_file)
+# `lantern memory init --encrypt` is `lantern init --encrypt`: the memory and all else the notes touch.
+memory.add_command(init, name="init")
 
 
 @memory.command("add")
