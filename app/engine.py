@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Generator
 from pathlib import Path
 
 import llama_cpp
 
+from app.chat_engine import DEFAULT_SETTINGS, ChatResult, ChatStream
 from app.chat_template import ChatMessage, ChatTemplate, fallback_template, validate_messages
 from app.context_budget import PromptPlan, fit_to_context
 from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampler, verify_draft
@@ -24,57 +24,7 @@ from app.llama_log import quiet_llama_cpp
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
 from quantize.cores import usable_cores
 
-__all__ = ["ChatResult", "ChatStream", "Engine", "GenerationSettings"]
-
-DEFAULT_SETTINGS = GenerationSettings()
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    text: str
-    finish_reason: str  # "stop": the model or a stop sequence ended it; "length": out of tokens
-    prompt_tokens: int
-    prompt_tokens_evaluated: int  # prompt tokens not served from the KV cache
-    completion_tokens: int
-    dropped_messages: int  # old messages trimmed to fit the context window
-    time_to_first_token_s: float
-    total_s: float
-    draft_tokens: int = 0  # tokens guessed by prompt lookup and checked by the model
-    accepted_draft_tokens: int = 0  # of those, the ones the model agreed with
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        decode_s = self.total_s - self.time_to_first_token_s
-        if self.completion_tokens < 2 or decode_s <= 0:
-            return 0.0
-        return (self.completion_tokens - 1) / decode_s
-
-
-class ChatStream:
-    """An answer being generated: iterate for text pieces; ``result`` is set once it ends."""
-
-    def __init__(self, plan: PromptPlan):
-        self.plan = plan
-        self.result: ChatResult | None = None
-        self._pieces: Generator[str, None, None] | None = None
-        self._cancelled = threading.Event()
-
-    def __iter__(self) -> Iterator[str]:
-        assert self._pieces is not None
-        return self._pieces
-
-    def cancel(self) -> None:
-        """Ask the generation to stop after the current token; safe from any thread."""
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def close(self) -> None:
-        """Stop generating (a reader went away); the engine stays usable."""
-        if self._pieces is not None:
-            self._pieces.close()
+__all__ = ["ChatResult", "ChatStream", "Engine", "GenerationSettings"]  # the first two: app/chat_engine.py
 
 
 class _CellsLost(LanternError):
