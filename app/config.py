@@ -69,6 +69,15 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """How Lantern talks to a model served elsewhere (`lantern models add-remote`)."""
+
+    timeout_s: float = 120.0  # longest wait for the engine's next bytes (its first token included)
+    connect_timeout_s: float = 5.0
+    retries: int = 3  # attempts after the first when the engine is down, only before anything streamed
+
+
+@dataclass(frozen=True)
 class _TopLevel:
     default_model: str = DEFAULT_MODEL_NAME
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -81,6 +90,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
 
 DEFAULT_CONFIG_TEXT = f'''# Lantern configuration. Every key is optional; delete one to get its default back.
@@ -119,6 +129,14 @@ rerank = "off"          # "maxsim" or "judge": rescore the best passages more cl
 rerank_depth = 30       # how many of the best passages the reranker reads; each costs time
 rerank_weight = 1.0     # the reranker's share of the final order, against the first search's
 tune_minutes = 10.0     # 'lantern memory tune' trains at most this long (CPU)
+
+[remote]                # models served elsewhere ('lantern models add-remote NAME URL')
+timeout_s = 120         # seconds to wait for the engine's next bytes, the first token included
+connect_timeout_s = 5
+retries = 3             # when the engine is down, tries again (0.25 s, 0.5 s, 1 s...) before any text came
+# Remote engines get temperature, top_p, seed, max_tokens and stop; the repetition guard and
+# runtime.speculative are local only (strict servers reject unknown fields), so the engine's own
+# defaults apply.
 '''
 
 
@@ -147,7 +165,7 @@ def _section(cls: type, table: Any, prefix: str) -> Any:
 
 
 def _validate(config: Config) -> Config:
-    rt, gen, memory = config.runtime, config.generation, config.memory
+    rt, gen, memory, remote = config.runtime, config.generation, config.memory, config.remote
     checks = [
         (rt.context_length >= 256, "runtime.context_length must be at least 256"),
         (rt.threads >= 0, "runtime.threads must be 0 (auto) or a positive count"),
@@ -175,6 +193,9 @@ def _validate(config: Config) -> Config:
         (memory.rerank in RERANK_CHOICES, f"memory.rerank must be one of {', '.join(RERANK_CHOICES)}"),
         (memory.rerank_depth >= 1, "memory.rerank_depth must be positive"),
         (0.0 <= memory.rerank_weight <= 1.0, "memory.rerank_weight must be between 0 and 1"),
+        (remote.timeout_s > 0, "remote.timeout_s must be positive seconds"),
+        (remote.connect_timeout_s > 0, "remote.connect_timeout_s must be positive seconds"),
+        (remote.retries >= 0, "remote.retries must be 0 or more"),
     ]
     for ok, message in checks:
         if not ok:
@@ -187,8 +208,11 @@ def parse_config(text: str) -> Config:
     runtime = _section(RuntimeConfig, data.pop("runtime", {}), "runtime.")
     generation = _section(GenerationConfig, data.pop("generation", {}), "generation.")
     memory = _section(MemoryConfig, data.pop("memory", {}), "memory.")
+    remote = _section(RemoteConfig, data.pop("remote", {}), "remote.")
     top = _section(_TopLevel, data, "")
-    return _validate(Config(**vars(top), runtime=runtime, generation=generation, memory=memory))
+    return _validate(
+        Config(**vars(top), runtime=runtime, generation=generation, memory=memory, remote=remote)
+    )
 
 
 def load_config(path: Path) -> Config:
