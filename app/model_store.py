@@ -42,6 +42,30 @@ class ModelEntry:
     facts: ModelFacts | None = None  # cached like the summary; None until first read
 
 
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model served by an OpenAI-compatible engine elsewhere. The API key is never stored:
+    ``api_key_env`` names the environment variable that holds it."""
+
+    name: str
+    url: str  # scheme://host:port[/prefix], without a trailing / or /v1
+    model: str  # the engine's model id ("" when the engine serves one model and ignores it)
+    api_key_env: str | None = None
+    context_length: int | None = None  # configured (--context); None: what the engine says, or config
+    ca_bundle: str | None = None  # a CA file to verify the engine's TLS certificate with
+    added_at: str = ""
+
+
+def normalise_url(url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` without a trailing ``/`` or ``/v1`` (Lantern adds the paths)."""
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise LanternError(f"{url!r} is not an http:// or https:// URL; give one like http://127.0.0.1:8080")
+    text = f"{scheme.lower()}://{rest}".rstrip("/")
+    return text.removesuffix("/v1").rstrip("/")
+
+
 def check_model_name(name: str) -> str:
     """Refuse names that could escape the store or be confused with paths."""
     if ".." in name or not _NAME.match(name):
@@ -148,6 +172,9 @@ class ModelStore:
         """The model called ``name``; a packaged model not yet in the store is assembled first."""
         check_model_name(name)
         data = self._read()
+        remote = data.get("remote", {}).get(name)
+        if remote is not None:
+            raise LanternError(f"model {name!r} is remote ({remote['url']}); this needs a local GGUF model")
         packaged = PACKAGED_MODELS.get(name)
         if packaged is not None and (name not in data["models"] or data["models"][name].get("packaged")):
             return self.assemble(packaged)
@@ -227,10 +254,60 @@ class ModelStore:
                 raise
             return self._entry(name, data["models"][name])
 
+    # -- remote models (a separate table: list(), get() and resolve() stay local-only) --------
+    def add_remote(
+        self,
+        name: str,
+        url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        context_length: int | None = None,
+        ca_bundle: Path | None = None,
+    ) -> RemoteModel:
+        check_model_name(name)
+        if context_length is not None and context_length < 256:
+            raise LanternError("--context must be at least 256 tokens")
+        if api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+            raise LanternError(
+                f"--api-key-env takes the name of an environment variable (like MY_KEY), not {api_key_env!r}"
+            )
+        entry = RemoteModel(
+            name=name,
+            url=normalise_url(url),
+            model=model,
+            api_key_env=api_key_env,
+            context_length=context_length,
+            ca_bundle=str(Path(ca_bundle).expanduser().resolve()) if ca_bundle else None,
+            added_at=_now(),
+        )
+        with self._locked():
+            data = self._read()
+            if name in data["models"] or name in data.get("remote", {}):
+                raise LanternError(
+                    f"a model named {name!r} already exists; choose another name "
+                    f"or remove it first with 'lantern models rm {name}'"
+                )
+            record = dataclasses.asdict(entry)
+            del record["name"]
+            data.setdefault("remote", {})[name] = record
+            self._write(data)
+        return entry
+
+    def remote(self, name: str) -> RemoteModel | None:
+        """The remote model called ``name``, or None when it is not one."""
+        record = self._read().get("remote", {}).get(name)
+        return RemoteModel(name=name, **record) if record is not None else None
+
+    def list_remote(self) -> list[RemoteModel]:
+        table = self._read().get("remote", {})
+        return [RemoteModel(name=name, **table[name]) for name in sorted(table)]
+
     def check_free(self, name: str) -> str:
         """Refuse a name already in the store, before any long work that would produce it."""
         check_model_name(name)
-        if name in self._read()["models"]:
+        data = self._read()
+        if name in data["models"] or name in data.get("remote", {}):
             raise LanternError(
                 f"a model named {name!r} already exists in the store; choose another with --name "
                 f"or remove it first with 'lantern models rm {name}'"
@@ -316,10 +393,15 @@ class ModelStore:
             if is_abandoned(leftover):
                 leftover.unlink(missing_ok=True)
 
-    def remove(self, name: str) -> ModelEntry:
+    def remove(self, name: str) -> ModelEntry | RemoteModel:
+        """Unregister ``name``; a stored copy is deleted, a remote model only forgotten."""
         check_model_name(name)
         with self._locked():
             data = self._read()
+            remote = data.get("remote", {}).pop(name, None)
+            if remote is not None:
+                self._write(data)
+                return RemoteModel(name=name, **remote)
             if name not in data["models"]:
                 raise LanternError(f"no model named {name!r} in the store")
             entry = self._entry(name, data["models"].pop(name))
