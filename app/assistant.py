@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from app.chat_engine import ChatEngine
 from app.chat_template import ChatMessage, check_utf8
 from app.config import Config, load_config
 from app.conversations import Conversation, ConversationStore
@@ -18,6 +19,7 @@ from app.kv_states import StateCache, context_fingerprint
 from app.memory import Memory, citation_record
 from app.model_store import ModelStore, looks_like_path
 from app.query_expansion import hypothetical_passage
+from app.remote_engine import RemoteEngine
 from app.twins import TwinStore
 from rag.retrieval import RetrievalHit
 
@@ -57,6 +59,7 @@ class Turn:
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             citations=[citation_record(hit) for hit in self.citations],
+            finish=result.finish_reason,
         )
 
 
@@ -76,7 +79,7 @@ class Assistant:
         self.models.ensure_default_registered()
         self.twins = TwinStore(self.home)
         self._conversations: ConversationStore | None = None
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, ChatEngine] = {}
         self.key = HomeKey(
             self.home.root, secret_from_environment(str(key_file or self.config.memory.key_file), ask_secret)
         )
@@ -119,17 +122,29 @@ class Assistant:
             )
         return self._conversations
 
-    def engine(self, model: str | None = None) -> Engine:
+    def engine(self, model: str | None = None) -> ChatEngine:
         """The loaded engine for ``model`` (default from config), loading it on first use. A twin's
-        name gives its base model with the twin's adapter applied."""
+        name gives its base model with the twin's adapter applied; a remote model's name, a
+        ``RemoteEngine`` talking to its server."""
         name = self.model_key(model)
         if name not in self._engines:
+            remote = self.models.remote(name)
+            if remote is not None:
+                # No KV state cache: the server keeps (or not) its own.
+                engine = RemoteEngine(remote, self.config.remote, self.config.runtime.context_length)
+                self._engines[name] = engine
+                return engine
             twin = None
             if self._is_twin(name):
                 twin = self.twins.get(name)
                 if not twin.trained:
                     raise LanternError(
                         f"twin {name!r} has no adapter yet; finish it with 'lantern twin build --resume'"
+                    )
+                base = self.models.remote(twin.base_model)
+                if base is not None:
+                    raise LanternError(
+                        f"twin {name!r} needs a local GGUF base; {twin.base_model!r} is remote ({base.url})"
                     )
             entry = self.models.resolve(twin.base_model if twin else name)
             runtime = self.config.runtime

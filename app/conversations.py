@@ -55,6 +55,11 @@ MIGRATIONS = [
     ALTER TABLE messages ADD COLUMN model TEXT;
     ALTER TABLE messages ADD COLUMN citations TEXT;
     """,
+    # How each answer ended: "stop", "length", "cancelled", or "cut" (a remote engine's stream broke
+    # off and the text is partial). NULL for answers stored before this column.
+    """
+    ALTER TABLE messages ADD COLUMN finish TEXT;
+    """,
 ]
 
 
@@ -66,6 +71,11 @@ class StoredMessage:
     id: int | None = None
     model: str | None = None  # the answer's model; None for the user's turns and older answers
     citations: list[dict] = field(default_factory=list)  # the passages an answer drew on
+    finish: str | None = None  # how the answer ended; "cut": it is partial (the engine broke off)
+
+    @property
+    def is_cut(self) -> bool:
+        return self.finish == "cut"
 
 
 @dataclass(frozen=True)
@@ -239,6 +249,7 @@ class ConversationStore:
         model: str | None = None,
         citations: list[dict] | None = None,
         replace_last: bool = False,
+        finish: str | None = None,
     ) -> int:
         """Store a user turn and its answer together: both or neither. ``replace_last``: they take
         the place of the conversation's last exchange (a regenerated or edited last turn), in the
@@ -255,9 +266,9 @@ class ConversationStore:
             )
             answer_id = self.db.execute(
                 "INSERT INTO messages"
-                " (conversation_id, role, content, created_at, completion_tokens, model, citations)"
-                " VALUES (?, 'assistant', ?, ?, ?, ?, ?)",
-                (conversation_id, answer, now, completion_tokens, model, json.dumps(citations or [])),
+                " (conversation_id, role, content, created_at, completion_tokens, model, citations, finish)"
+                " VALUES (?, 'assistant', ?, ?, ?, ?, ?, ?)",
+                (conversation_id, answer, now, completion_tokens, model, json.dumps(citations or []), finish),
             ).lastrowid
             self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         return answer_id
@@ -275,6 +286,7 @@ class ConversationStore:
         completion_tokens: int | None = None,
         citations: list[dict] | None = None,
         replace_last: bool = False,
+        finish: str | None = None,
     ) -> tuple[Conversation, int]:
         """One answered turn, as every front end stores it: a new conversation is created on its
         first exchange (under ``conversation_id`` if that was already told to a client), a
@@ -293,6 +305,7 @@ class ConversationStore:
             model=model,
             citations=citations,
             replace_last=replace_last,
+            finish=finish,
         )
         return conversation, answer_id
 
@@ -321,9 +334,10 @@ class ConversationStore:
                 r["id"],
                 r["model"],
                 json.loads(r["citations"] or "[]"),
+                r["finish"],
             )
             for r in self.db.execute(
-                "SELECT id, role, content, created_at, model, citations FROM messages"
+                "SELECT id, role, content, created_at, model, citations, finish FROM messages"
                 " WHERE conversation_id = ? ORDER BY id",
                 (conversation_id,),
             )

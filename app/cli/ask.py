@@ -11,6 +11,7 @@ from app.cli.context import assistant_from, hit_json
 from app.cli.formatting import format_citations
 from app.cli.options import model_or_twin, pick_conversation, with_generation_options
 from app.errors import LanternError
+from app.remote_engine import EngineCutError
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -70,15 +71,20 @@ def ask(
         settings=settings,
         use_memory=not no_memory,
     )
-    if as_json:
-        for _ in turn:
-            pass
-    else:
-        for piece in turn:
-            click.echo(piece, nl=False)
-        click.echo()
-        if turn.citations:
-            click.echo(format_citations(turn.citations))
+    try:
+        if as_json:
+            for _ in turn:
+                pass
+        else:
+            for piece in turn:
+                click.echo(piece, nl=False)
+            click.echo()
+    except EngineCutError:
+        if not as_json:  # the partial answer stays on screen, marked like the saved one
+            click.echo("\n[cut]")
+        raise
+    if not as_json and turn.citations:
+        click.echo(format_citations(turn.citations))
     result = turn.result
     if result is not None and result.dropped_messages and not as_json:
         click.echo(_trim_note(result.dropped_messages), err=True)

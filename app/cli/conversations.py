@@ -33,7 +33,8 @@ def conversations_show(ctx, conversation_id):
     conversation = assistant_from(ctx).conversations.get(conversation_id)
     click.echo(f"# {conversation.title}  ({conversation.id}, model {conversation.model})")
     for message in conversation.messages:
-        click.echo(f"\n[{message.role}]\n{message.content}")
+        cut = "\n[cut]" if message.is_cut else ""
+        click.echo(f"\n[{message.role}]\n{message.content}{cut}")
 
 
 @conversations.command("rm")
