@@ -10,6 +10,7 @@ import click
 
 from app.cli.context import assistant_from
 from app.cli.formatting import active_rows, describe_model, describe_ram, facts_json
+from app.cli.remote_models import models_add_remote, remote_info_rows, remote_list_json, remote_list_rows
 from app.errors import LanternError
 from app.model_facts import estimate_ram
 from app.model_store import ModelEntry
@@ -19,6 +20,9 @@ from app.sizes import human_bytes, human_count
 @click.group()
 def models() -> None:
     """List, add, inspect and remove models."""
+
+
+models.add_command(models_add_remote)
 
 
 @models.command("list")
@@ -40,6 +44,7 @@ def models_list(ctx, as_json):
         for e in entries:
             row = {
                 "name": e.name,
+                "kind": "local",
                 "path": str(e.path),
                 "bundled": e.bundled,
                 "default": e.name == default,
@@ -53,6 +58,7 @@ def models_list(ctx, as_json):
         rows += [
             {
                 "name": m.name,
+                "kind": "local",
                 "path": None,
                 "bundled": False,
                 "default": m.name == default,
@@ -61,9 +67,10 @@ def models_list(ctx, as_json):
             }
             for m in unassembled
         ]
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps(rows + remote_list_json(assistant)))
         return
-    if not entries and not unassembled:
+    remote = remote_list_rows(assistant)
+    if not entries and not unassembled and not remote:
         click.echo("No models yet. Add one with 'lantern models add PATH'.")
         return
     for e in entries:
@@ -91,6 +98,8 @@ def models_list(ctx, as_json):
             f"{marker} {m.name:<32} {'':<10} {'':>20} {'':<8} {'-':>10} {'':>14}  "
             f"packaged: {m.description}, assembled on first use"
         )
+    for line in remote:
+        click.echo(line)
 
 
 def _described(assistant, entry: ModelEntry) -> ModelEntry:
@@ -115,11 +124,22 @@ def models_add(ctx, path, name):
 @models.command("info")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--check", is_flag=True, help="A remote model: ask its engine now for its context window.")
 @click.pass_context
-def models_info(ctx, name, as_json):
+def models_info(ctx, name, as_json, check):
     """Architecture, parameters (active per token for MoE), size, quantization, context, chat template
-    and an estimate of RAM at the configured context (an upper bound: weights plus an F16 KV cache)."""
+    and an estimate of RAM at the configured context (an upper bound: weights plus an F16 KV cache).
+    A remote model: its URL, model id, API key variable and where its context length comes from."""
     assistant = assistant_from(ctx)
+    remote = assistant.models.remote(name)
+    if remote is not None:
+        rows = remote_info_rows(assistant, remote, check)
+        if as_json:
+            click.echo(json.dumps({label.replace(" ", "_"): value for label, value in rows}))
+            return
+        for label, value in rows:
+            click.echo(f"{label + ':':<18} {value}")
+        return
     entry = assistant.models.described(name)
     summary, facts = entry.summary, entry.facts
     ram = estimate_ram(facts, assistant.config.runtime.context_length)
@@ -159,6 +179,7 @@ def models_info(ctx, name, as_json):
 @click.argument("name")
 @click.pass_context
 def models_rm(ctx, name):
-    """Remove a model (bundled and linked files are never deleted, only unregistered)."""
+    """Remove a model (bundled and linked files are never deleted, only unregistered; a remote
+    model is only forgotten, its engine untouched)."""
     entry = assistant_from(ctx).models.remove(name)
     click.echo(f"Removed {entry.name}.")
