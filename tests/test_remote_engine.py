@@ -1,0 +1,439 @@
+"""A model served elsewhere, by any OpenAI-compatible engine, answers through Lantern as a local one
+does: the real llama_cpp.server, started here on loopback with the bundled model, is the engine.
+
+When the engine misbehaves (down, slow, a stream cut half way) a small Starlette app on loopback,
+``FakeMisbehavingEngine``, stands in for it: those failures cannot be produced on demand with the
+real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from app.bundled import bundled_model_path
+from app.chat_template import ChatMessage
+from app.config import RemoteConfig
+from app.conversations import ConversationStore
+from app.decoding import GenerationSettings
+from app.errors import LanternError
+from app.model_store import RemoteModel
+from app.remote_engine import EngineCutError, EngineUnavailableError, RemoteEngine
+from tests.api_server import free_port
+from tests.conftest import run_lantern
+from tests.memory_fixtures import make_notes
+
+GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
+FRANCE = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
+SECRET = "sk-test-do-not-print-0123456789"
+
+
+# -- the real engine ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine_url(tmp_path_factory) -> Iterator[str]:
+    """llama_cpp.server with the bundled model on a free loopback port. ``--interrupt_requests
+    False``: a second request waits for the running one instead of cutting it off."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(bundled_model_path()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--interrupt_requests",
+        "False",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_ready(url, server, log_path)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_until_ready(url: str, server: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(
+        f"llama_cpp.server did not answer within 120 s: {log_path.read_text(errors='replace')[-2000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def remote(engine_url) -> Iterator[RemoteEngine]:
+    engine = RemoteEngine(RemoteModel("r", engine_url, "", context_length=2048), RemoteConfig())
+    yield engine
+    engine.close()
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def test_the_engine_s_window_is_the_configured_one_when_it_does_not_say(remote):
+    # llama_cpp.server reports no context length, so the configured 2048 is used.
+    assert remote.context_length == 2048
+    assert remote.model  # filled from the engine's /v1/models
+
+
+def test_streamed_pieces_add_up_to_the_answer(remote):
+    stream = remote.stream_chat(FRANCE, GREEDY)
+    pieces = list(stream)
+    assert len(pieces) > 1
+    assert "".join(pieces) == stream.result.text
+    assert "Paris" in stream.result.text
+    assert stream.result.finish_reason == "stop"
+    assert stream.result.prompt_tokens > 0 and stream.result.completion_tokens >= len(pieces)
+
+
+def test_max_tokens_caps_the_answer(remote):
+    result = remote.chat(
+        [ChatMessage("user", "Count from one to one hundred in words.")],
+        GenerationSettings(max_tokens=5, temperature=0.0),
+    )
+    assert 1 <= result.completion_tokens <= 5  # pieces counted: one may hold more than a token
+    assert result.finish_reason == "length"
+
+
+def test_a_stop_sequence_ends_the_answer_before_it(remote):
+    baseline = remote.chat(FRANCE, GREEDY).text
+    assert "Paris" in baseline
+    result = remote.chat(FRANCE, GenerationSettings(max_tokens=24, temperature=0.0, stop=("Paris",)))
+    assert result.text == baseline[: baseline.index("Paris")]
+    assert result.finish_reason == "stop"
+
+
+def test_a_reader_that_goes_away_mid_answer_leaves_the_engine_usable(remote):
+    stream = remote.stream_chat(
+        [ChatMessage("user", "Write a long story about a fox.")],
+        GenerationSettings(max_tokens=200, temperature=0.0),
+    )
+    iterator = iter(stream)
+    next(iterator)
+    next(iterator)
+    stream.close()
+    assert stream.result is not None
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.completion_tokens < 200
+    assert "Paris" in remote.chat(FRANCE, GREEDY).text
+
+
+def test_ask_through_a_remote_model_continues_its_conversation(home, engine_url):
+    added = _ok(run_lantern("models", "add-remote", "r", engine_url + "/v1/", "--context", "2048"))
+    assert f"Added remote model r: {engine_url}" in added
+    listed = {m["name"]: m for m in json.loads(_ok(run_lantern("models", "list", "--json")))}
+    assert listed["r"]["kind"] == "remote" and listed["r"]["url"] == engine_url
+
+    first = json.loads(
+        _ok(
+            run_lantern(
+                "ask", "My cat is called Miso. Just say OK.", "--model", "r", "--temperature", "0", "--json"
+            )
+        )
+    )
+    assert first["model"] == "r" and first["text"]
+    second = json.loads(
+        _ok(
+            run_lantern(
+                "ask", "-c", "What is my cat called?", "--temperature", "0", "--json", "--max-tokens", "24"
+            )
+        )
+    )
+    assert second["conversation_id"] == first["conversation_id"]
+    assert second["model"] == "r"
+    assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
+
+    shown = _ok(run_lantern("conversations", "show", first["conversation_id"]))
+    assert shown.count("[user]") == 2 and shown.count("[assistant]") == 2
+    assert "[cut]" not in shown
+
+    streamed = _ok(run_lantern("ask", "What is the capital of France?", "--model", "r", "--temperature", "0"))
+    assert "Paris" in streamed
+
+
+def test_a_remote_model_answers_from_notes_and_cites_them(home, engine_url, tmp_path):
+    _ok(run_lantern("models", "add-remote", "r", engine_url, "--context", "2048"))
+    _ok(run_lantern("memory", "add", str(make_notes(tmp_path / "notes"))))
+    out = _ok(
+        run_lantern(
+            "ask",
+            "Who services the boiler, and when?",
+            "--model",
+            "r",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "48",
+        )
+    )
+    answer, _, sources = out.partition("Sources:")
+    assert "Okafor" in answer
+    assert "home/scan.pdf › page 1" in sources
+
+
+# -- a misbehaving engine ----------------------------------------------------------------------
+class FakeMisbehavingEngine:
+    """A fake OpenAI-compatible engine on loopback whose chat route fails as told by ``mode``:
+    "ok" (three pieces, then done), "cut" (three pieces, then the connection drops), "slow"
+    (nothing for ``delay`` s), "stall" (one piece, then nothing for ``delay`` s), "busy" (HTTP 503).
+    It records each chat request's Authorization header."""
+
+    PIECES = ("The lighthouse ", "keeper's name ", "was ")
+
+    def __init__(self, mode: str = "ok", delay: float = 3.0, key: str | None = None):
+        self.mode, self.delay, self.key = mode, delay, key
+        self.chat_requests = 0
+        self.authorizations: list[str | None] = []
+        app = Starlette(
+            routes=[
+                Route("/v1/models", self._models),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
+        config.timeout_graceful_shutdown = 1
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def _refused(self, request: Request) -> Response | None:
+        if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
+            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
+        return None
+
+    async def _models(self, request: Request) -> Response:
+        return self._refused(request) or JSONResponse({"data": [{"id": "fake-7b", "context_length": 1024}]})
+
+    async def _chat(self, request: Request) -> Response:
+        self.chat_requests += 1
+        self.authorizations.append(request.headers.get("authorization"))
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if self.mode == "busy":
+            return JSONResponse({"error": "loading"}, status_code=503)
+        if self.mode == "slow":
+            await asyncio.sleep(self.delay)
+        return StreamingResponse(self._events(), media_type="text/event-stream")
+
+    async def _events(self):
+        for n, piece in enumerate(self.PIECES):
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            if self.mode == "stall" and n == 0:
+                await asyncio.sleep(self.delay)
+        if self.mode == "cut":
+            raise ConnectionResetError("the fake drops the connection half way")
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        usage = {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3}}
+        yield f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n"
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeMisbehavingEngine]:
+    fake = FakeMisbehavingEngine()
+    yield fake
+    fake.stop()
+
+
+def _fake_remote(url: str, **config) -> RemoteEngine:
+    return RemoteEngine(RemoteModel("fake", url, ""), RemoteConfig(**config))
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_well_behaved_engine_s_window_model_and_usage_are_read_from_it(fake_engine):
+    engine = _fake_remote(fake_engine.url)
+    assert engine.context_length == 1024 and engine.model == "fake-7b"
+    result = engine.chat(FRANCE, GREEDY)
+    assert result.text == "".join(FakeMisbehavingEngine.PIECES)
+    assert (result.prompt_tokens, result.completion_tokens, result.finish_reason) == (11, 3, "stop")
+    engine.close()
+
+
+def test_an_engine_that_is_down_is_one_line_naming_its_url_after_retries(home):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    failed = run_lantern("models", "add-remote", "r", url)
+    line = _one_error_line(failed)
+    assert url in line and "not answering" in line and "4 tries" in line
+    assert time.monotonic() - started > 1.7  # backoff 0.25 + 0.5 + 1 s
+
+    _ok(run_lantern("models", "add-remote", "r", url, "--no-check"))
+    line = _one_error_line(run_lantern("ask", "Hello?", "--model", "r"))
+    assert url in line and "is it running?" in line
+
+
+def test_a_busy_engine_is_retried_before_anything_streamed():
+    fake = FakeMisbehavingEngine(mode="busy")
+    try:
+        engine = _fake_remote(fake.url, retries=2)
+        with pytest.raises(EngineUnavailableError, match="HTTP 503, 3 tries"):
+            engine.chat(FRANCE, GREEDY)
+        assert fake.chat_requests == 3
+        fake.mode = "ok"
+        assert engine.chat(FRANCE, GREEDY).text  # the engine is usable again once the server is
+        engine.close()
+    finally:
+        fake.stop()
+
+
+def test_a_slow_engine_fails_after_the_configured_timeout():
+    fake = FakeMisbehavingEngine(mode="slow", delay=6)
+    try:
+        engine = _fake_remote(fake.url, timeout_s=1)
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailableError, match=r"sent nothing for 1 s; raise \[remote\] timeout_s"):
+            engine.chat(FRANCE, GREEDY)
+        assert time.monotonic() - started < 4
+        assert fake.chat_requests == 1  # a slow engine is not asked again: that would double the wait
+        engine.close()
+    finally:
+        fake.stop()
+
+
+def test_a_stream_cut_half_way_keeps_the_partial_answer_marked_as_cut(home):
+    fake = FakeMisbehavingEngine(mode="cut")
+    try:
+        _ok(run_lantern("models", "add-remote", "r", fake.url))
+        cut = run_lantern("ask", "Who kept the lighthouse?", "--model", "r")
+        line = _one_error_line(cut)
+        assert fake.url in line and "broke off the answer" in line and "kept, marked as cut" in line
+        partial = "".join(FakeMisbehavingEngine.PIECES)
+        assert cut.stdout.decode() == partial + "\n[cut]\n"
+
+        store = ConversationStore(home / "conversations.sqlite3")
+        conversation = store.latest()
+        store.close()
+        answer = conversation.messages[-1]
+        assert (answer.content, answer.finish, answer.is_cut) == (partial, "cut", True)
+        shown = _ok(run_lantern("conversations", "show", conversation.id))
+        assert shown.rstrip().endswith(partial + "\n[cut]")
+    finally:
+        fake.stop()
+
+
+def test_a_stalled_stream_is_cut_after_the_timeout_and_cancel_ends_a_blocked_read_at_once():
+    fake = FakeMisbehavingEngine(mode="stall", delay=5)
+    try:
+        engine = _fake_remote(fake.url, timeout_s=1)
+        stream = engine.stream_chat(FRANCE, GREEDY)
+        pieces = []
+        with pytest.raises(EngineCutError, match="nothing more for 1 s"):
+            for piece in stream:
+                pieces.append(piece)
+        assert pieces == [FakeMisbehavingEngine.PIECES[0]]
+        assert (stream.result.text, stream.result.finish_reason) == (pieces[0], "cut")
+
+        patient = _fake_remote(fake.url, timeout_s=30)
+        stream = patient.stream_chat(FRANCE, GREEDY)
+        iterator = iter(stream)
+        next(iterator)
+        threading.Timer(0.3, stream.cancel).start()  # as the TUI's Stop button does, from another thread
+        started = time.monotonic()
+        assert list(iterator) == []
+        assert time.monotonic() - started < 2
+        assert stream.result.finish_reason == "cancelled"
+        engine.close()
+        patient.close()
+    finally:
+        fake.stop()
+
+
+def test_the_api_key_is_sent_from_its_variable_and_never_stored_or_printed(home, monkeypatch):
+    fake = FakeMisbehavingEngine(key=SECRET)
+    try:
+        monkeypatch.setenv("FAKE_KEY", SECRET)
+        _ok(run_lantern("models", "add-remote", "r", fake.url, "--api-key-env", "FAKE_KEY"))
+        assert SECRET not in (home / "models.json").read_text()
+        assert "FAKE_KEY" in (home / "models.json").read_text()
+        answered = run_lantern("ask", "Hello?", "--model", "r")
+        assert _ok(answered).startswith("The lighthouse")
+        assert fake.authorizations[-1] == f"Bearer {SECRET}"
+        assert "key $FAKE_KEY (set)" in _ok(run_lantern("models", "list"))
+
+        monkeypatch.setenv("FAKE_KEY", "a-wrong-key")
+        line = _one_error_line(run_lantern("ask", "Hello?", "--model", "r"))
+        assert "HTTP 401" in line and "$FAKE_KEY" in line and "a-wrong-key" not in line
+
+        monkeypatch.delenv("FAKE_KEY")
+        line = _one_error_line(run_lantern("ask", "Hello?", "--model", "r"))
+        assert line == "Error: model 'r' needs its API key in $FAKE_KEY; set that variable"
+    finally:
+        fake.stop()
+
+
+def test_a_remote_model_is_listed_described_and_removed_and_gguf_commands_refuse_it(home, fake_engine):
+    _ok(run_lantern("models", "add-remote", "big", fake_engine.url + "/v1", "--context", "512"))
+    listed = _ok(run_lantern("models", "list"))
+    assert "big" in listed and "remote" in listed and fake_engine.url in listed and "fake-7b" in listed
+    info = _ok(run_lantern("models", "info", "big", "--check"))
+    assert "512 tokens (engine answered)" in info  # the smaller of the engine's 1024 and the configured 512
+    again = run_lantern("models", "add-remote", "big", fake_engine.url)
+    assert "already exists" in _one_error_line(again)
+    refused = run_lantern("moe", "stats", "big", "--text", "notes.txt")
+    line = _one_error_line(refused)
+    assert line == f"Error: model 'big' is remote ({fake_engine.url}); this needs a local GGUF model"
+    assert _ok(run_lantern("models", "rm", "big")).strip() == "Removed big."
+    assert "big" not in _ok(run_lantern("models", "list"))
+
+
+def test_a_url_that_is_not_http_is_refused(home):
+    line = _one_error_line(run_lantern("models", "add-remote", "r", "ftp://example.org"))
+    assert "not an http:// or https:// URL" in line
+
+
+def test_an_engine_error_raises_before_any_text(fake_engine):
+    engine = _fake_remote(fake_engine.url)
+    fake_engine.key = "needed-now"
+    with pytest.raises(LanternError, match="HTTP 401"):
+        engine.chat(FRANCE, GREEDY)
+    engine.close()
