@@ -228,7 +228,7 @@ class ModelStore:
         summary, facts = read_model(source)  # before anything else touches the file
         with self._locked():
             data = self._read()
-            if name in data["models"]:
+            if name in data["models"] or name in data.get("remote", {}):
                 raise LanternError(
                     f"a model named {name!r} already exists; choose another with --name "
                     f"or remove it first with 'lantern models rm {name}'"
@@ -374,7 +374,7 @@ class ModelStore:
         summary, facts = read_model(path)
         with self._locked():
             data = self._read()
-            if name in data["models"]:
+            if name in data["models"] or name in data.get("remote", {}):
                 raise LanternError(f"a model named {name!r} already exists in the store")
             data["models"][check_model_name(name)] = {
                 "linked": True,

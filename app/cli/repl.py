@@ -14,6 +14,7 @@ from app.conversations import Conversation
 from app.engine import GenerationSettings
 from app.errors import LanternError
 from app.private_files import read_private, write_private
+from app.remote_engine import EngineCutError
 from app.sealing import HISTORY_FILE
 from rag.crypto import Cipher
 
@@ -109,6 +110,9 @@ def run_repl(
         except KeyboardInterrupt:
             stream.close()
             click.echo(" [stopped]", nl=False)
+        except EngineCutError as exc:  # the partial answer is saved, marked as cut
+            click.echo(" [cut]", nl=False)
+            click.echo(f"\nerror: {exc}", err=True)
         except LanternError as exc:
             click.echo(f"\nerror: {exc}", err=True)
         click.echo()

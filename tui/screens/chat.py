@@ -204,6 +204,8 @@ class ChatScreen(ConversationActions, FeedbackActions):
             footer = f"{result.completion_tokens} tokens, {result.decode_tokens_per_s:.1f} tok/s"
             if result.finish_reason == "cancelled":
                 footer = "[stopped] " + footer
+            elif result.finish_reason == "cut":  # a remote engine broke off; the partial answer is saved
+                footer = "[cut] " + footer
             if result.dropped_messages:
                 footer += f" · {result.dropped_messages} old messages left out to fit the context"
             await widget.finish(footer)
