@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 
 import httpx
@@ -215,7 +216,14 @@ class FakeMisbehavingEngine:
 
     PIECES = ("The lighthouse ", "keeper's name ", "was ")
 
-    def __init__(self, mode: str = "ok", delay: float = 3.0, key: str | None = None):
+    def __init__(
+        self,
+        mode: str = "ok",
+        delay: float = 3.0,
+        key: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ):
+        """``tls``: (certificate, key) files to serve https with."""
         self.mode, self.delay, self.key = mode, delay, key
         self.chat_requests = 0
         self.authorizations: list[str | None] = []
@@ -226,8 +234,16 @@ class FakeMisbehavingEngine:
             ]
         )
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        certificate, key_file = tls or (None, None)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="critical",
+            ssl_certfile=certificate,
+            ssl_keyfile=key_file,
+        )
         config.timeout_graceful_shutdown = 1
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -424,6 +440,73 @@ def test_a_remote_model_is_listed_described_and_removed_and_gguf_commands_refuse
     assert line == f"Error: model 'big' is remote ({fake_engine.url}); this needs a local GGUF model"
     assert _ok(run_lantern("models", "rm", "big")).strip() == "Removed big."
     assert "big" not in _ok(run_lantern("models", "list"))
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for 127.0.0.1: (CA file, certificate, key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lantern test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "engine.pem", folder / "engine.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca_file, cert_file, key_file
+
+
+def test_tls_is_verified_and_a_private_ca_is_trusted_only_when_given(home, tmp_path):
+    ca_file, cert_file, key_file = _certificates(tmp_path)
+    fake = FakeMisbehavingEngine(tls=(cert_file, key_file))
+    try:
+        line = _one_error_line(run_lantern("models", "add-remote", "r", fake.url))
+        assert fake.url in line and "failed TLS verification" in line and "--ca-bundle" in line
+        _ok(run_lantern("models", "add-remote", "r", fake.url, "--ca-bundle", str(ca_file)))
+        assert _ok(run_lantern("ask", "Hello?", "--model", "r")).startswith("The lighthouse")
+        assert f"verified with {ca_file}" in _ok(run_lantern("models", "info", "r"))
+    finally:
+        fake.stop()
 
 
 def test_a_url_that_is_not_http_is_refused(home):
