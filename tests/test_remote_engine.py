@@ -433,6 +433,8 @@ def test_a_remote_model_is_listed_described_and_removed_and_gguf_commands_refuse
     assert "big" in listed and "remote" in listed and fake_engine.url in listed and "fake-7b" in listed
     info = _ok(run_lantern("models", "info", "big", "--check"))
     assert "512 tokens (engine answered)" in info  # the smaller of the engine's 1024 and the configured 512
+    speculative = run_lantern("ask", "Hi", "--model", "big", "--speculative", "prompt-lookup")
+    assert "--speculative prompt-lookup runs in the local engine" in _one_error_line(speculative)
     again = run_lantern("models", "add-remote", "big", fake_engine.url)
     assert "already exists" in _one_error_line(again)
     refused = run_lantern("moe", "stats", "big", "--text", "notes.txt")

@@ -9,7 +9,12 @@ import click
 
 from app.cli.context import assistant_from, hit_json
 from app.cli.formatting import format_citations
-from app.cli.options import model_or_twin, pick_conversation, with_generation_options
+from app.cli.options import (
+    model_or_twin,
+    pick_conversation,
+    refuse_local_only_options,
+    with_generation_options,
+)
 from app.errors import LanternError
 from app.remote_engine import EngineCutError
 
@@ -63,6 +68,7 @@ def ask(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, speculative=speculative
     )
     conversation = pick_conversation(assistant, continue_, conversation_id)
+    refuse_local_only_options(assistant, model, conversation, speculative)
     turn = assistant.ask(
         prompt,
         conversation=conversation,

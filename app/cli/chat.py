@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from app.cli.context import assistant_from
-from app.cli.options import model_or_twin, pick_conversation, with_generation_options
+from app.cli.options import (
+    model_or_twin,
+    pick_conversation,
+    refuse_local_only_options,
+    with_generation_options,
+)
 
 
 @click.command()
@@ -23,6 +28,7 @@ def chat(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, speculative=speculative
     )
     conversation = pick_conversation(assistant, continue_, conversation_id)
+    refuse_local_only_options(assistant, model, conversation, speculative)
     if model:
         assistant.engine(model)  # a wrong --model (name or file) fails now, not at the first question
     run_repl(assistant, conversation, model, settings, use_memory=not no_memory)

@@ -56,3 +56,18 @@ def pick_conversation(
             raise LanternError("there is no conversation to continue yet; drop --continue")
         return latest
     return None
+
+
+def refuse_local_only_options(
+    assistant: Assistant, model: str | None, conversation: Conversation | None, speculative: str | None
+) -> None:
+    """``--speculative prompt-lookup`` checks drafts in llama.cpp's own KV cells: a remote model
+    cannot, so asking for it explicitly is an error (the config's default is just not applied)."""
+    if speculative != "prompt-lookup":
+        return
+    name = assistant.model_key(model or (conversation.model if conversation else None))
+    remote = assistant.models.remote(name)
+    if remote is not None:
+        raise LanternError(
+            f"--speculative prompt-lookup runs in the local engine; model {name!r} is remote ({remote.url})"
+        )
