@@ -7,6 +7,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,62 @@ def shared_assistant(tmp_path_factory) -> Assistant:
 @pytest.fixture(scope="session")
 def engine(shared_assistant):
     return shared_assistant.engine()
+
+
+@pytest.fixture(scope="session")
+def remote_engine_url(tmp_path_factory, bundled_model) -> Iterator[str]:
+    """The real llama_cpp.server with the bundled model on a free loopback port, as a remote engine.
+    ``--interrupt_requests False``: a second request waits for the running one instead of cutting it."""
+    from tests.api_server import free_port
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    command += ["--interrupt_requests", "False"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_engine(url, server, log_path)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_for_engine(url: str, server: subprocess.Popen, log_path: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"llama_cpp.server did not answer in 120 s: {log_path.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def remote_engine(remote_engine_url):
+    """A RemoteEngine on that server, its window configured (llama_cpp.server does not report one)."""
+    from app.config import RemoteConfig
+    from app.model_store import RemoteModel
+    from app.remote_engine import RemoteEngine
+
+    engine = RemoteEngine(RemoteModel("remote", remote_engine_url, "", context_length=2048), RemoteConfig())
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(params=["local", "remote"])
+def any_engine(request):
+    """The same chat tests for the local llama.cpp engine and a remote one (the same model)."""
+    return request.getfixturevalue("engine" if request.param == "local" else "remote_engine")
 
 
 def run_lantern(

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -26,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.bundled import bundled_model_path
 from app.chat_template import ChatMessage
 from app.config import RemoteConfig
 from app.conversations import ConversationStore
@@ -43,122 +40,23 @@ FRANCE = [ChatMessage("user", "What is the capital of France? Answer in one word
 SECRET = "sk-test-do-not-print-0123456789"
 
 
-# -- the real engine ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine_url(tmp_path_factory) -> Iterator[str]:
-    """llama_cpp.server with the bundled model on a free loopback port. ``--interrupt_requests
-    False``: a second request waits for the running one instead of cutting it off."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(bundled_model_path()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "2",
-        "--interrupt_requests",
-        "False",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_until_ready(url, server, log_path)
-            yield url
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def _wait_until_ready(url: str, server: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(
-        f"llama_cpp.server did not answer within 120 s: {log_path.read_text(errors='replace')[-2000:]}"
-    )
-
-
-@pytest.fixture(scope="module")
-def remote(engine_url) -> Iterator[RemoteEngine]:
-    engine = RemoteEngine(RemoteModel("r", engine_url, "", context_length=2048), RemoteConfig())
-    yield engine
-    engine.close()
-
-
+# -- the real engine (llama_cpp.server, tests/conftest.py's remote_engine_url) --------------------
 def _ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
 
 
-def test_the_engine_s_window_is_the_configured_one_when_it_does_not_say(remote):
+def test_the_engine_s_window_is_the_configured_one_when_it_does_not_say(remote_engine):
     # llama_cpp.server reports no context length, so the configured 2048 is used.
-    assert remote.context_length == 2048
-    assert remote.model  # filled from the engine's /v1/models
+    assert remote_engine.context_length == 2048
+    assert remote_engine.model  # filled from the engine's /v1/models
 
 
-def test_streamed_pieces_add_up_to_the_answer(remote):
-    stream = remote.stream_chat(FRANCE, GREEDY)
-    pieces = list(stream)
-    assert len(pieces) > 1
-    assert "".join(pieces) == stream.result.text
-    assert "Paris" in stream.result.text
-    assert stream.result.finish_reason == "stop"
-    assert stream.result.prompt_tokens > 0 and stream.result.completion_tokens >= len(pieces)
-
-
-def test_max_tokens_caps_the_answer(remote):
-    result = remote.chat(
-        [ChatMessage("user", "Count from one to one hundred in words.")],
-        GenerationSettings(max_tokens=5, temperature=0.0),
-    )
-    assert 1 <= result.completion_tokens <= 5  # pieces counted: one may hold more than a token
-    assert result.finish_reason == "length"
-
-
-def test_a_stop_sequence_ends_the_answer_before_it(remote):
-    baseline = remote.chat(FRANCE, GREEDY).text
-    assert "Paris" in baseline
-    result = remote.chat(FRANCE, GenerationSettings(max_tokens=24, temperature=0.0, stop=("Paris",)))
-    assert result.text == baseline[: baseline.index("Paris")]
-    assert result.finish_reason == "stop"
-
-
-def test_a_reader_that_goes_away_mid_answer_leaves_the_engine_usable(remote):
-    stream = remote.stream_chat(
-        [ChatMessage("user", "Write a long story about a fox.")],
-        GenerationSettings(max_tokens=200, temperature=0.0),
-    )
-    iterator = iter(stream)
-    next(iterator)
-    next(iterator)
-    stream.close()
-    assert stream.result is not None
-    assert stream.result.finish_reason == "cancelled"
-    assert stream.result.completion_tokens < 200
-    assert "Paris" in remote.chat(FRANCE, GREEDY).text
-
-
-def test_ask_through_a_remote_model_continues_its_conversation(home, engine_url):
-    added = _ok(run_lantern("models", "add-remote", "r", engine_url + "/v1/", "--context", "2048"))
-    assert f"Added remote model r: {engine_url}" in added
+def test_ask_through_a_remote_model_continues_its_conversation(home, remote_engine_url):
+    added = _ok(run_lantern("models", "add-remote", "r", remote_engine_url + "/v1/", "--context", "2048"))
+    assert f"Added remote model r: {remote_engine_url}" in added
     listed = {m["name"]: m for m in json.loads(_ok(run_lantern("models", "list", "--json")))}
-    assert listed["r"]["kind"] == "remote" and listed["r"]["url"] == engine_url
+    assert listed["r"]["kind"] == "remote" and listed["r"]["url"] == remote_engine_url
 
     first = json.loads(
         _ok(
@@ -187,8 +85,8 @@ def test_ask_through_a_remote_model_continues_its_conversation(home, engine_url)
     assert "Paris" in streamed
 
 
-def test_a_remote_model_answers_from_notes_and_cites_them(home, engine_url, tmp_path):
-    _ok(run_lantern("models", "add-remote", "r", engine_url, "--context", "2048"))
+def test_a_remote_model_answers_from_notes_and_cites_them(home, remote_engine_url, tmp_path):
+    _ok(run_lantern("models", "add-remote", "r", remote_engine_url, "--context", "2048"))
     _ok(run_lantern("memory", "add", str(make_notes(tmp_path / "notes"))))
     out = _ok(
         run_lantern(
