@@ -41,6 +41,11 @@ class ModelPickerScreen(ModalScreen[str | None]):
             options.add_option(
                 Option(self._line(entry, quant), id=entry.name, disabled=not entry.path.is_file())
             )
+        for remote in self.assistant.models.list_remote():  # served elsewhere: the URL, no file
+            marker = "● " if remote.name == self.current else "  "
+            options.add_option(
+                Option(Text(f"{marker}{remote.name:<28} {'remote':<8} {remote.url}"), id=remote.name)
+            )
         options.focus()
         unread = [e for e in entries if e.summary is None and e.path.is_file()]
         if unread:
