@@ -50,7 +50,10 @@ class ConversationActions(Screen):
             if message.role == "user":
                 await log.mount(UserMessage(message.content))
             else:
-                await log.mount(AnswerMessage(message.content, message_id=message.id))
+                answer = AnswerMessage(message.content, message_id=message.id)
+                await log.mount(answer)
+                if message.is_cut:
+                    answer.set_footer("[cut] the engine broke off this answer")
         log.scroll_end(animate=False)
         self.query_one(SourcesPanel).show([])
         if conversation.model != self.model:
