@@ -47,7 +47,7 @@ class ChatStream:
         self.result: ChatResult | None = None
         self._pieces: Generator[str, None, None] | None = None
         self._cancelled = threading.Event()
-        # A remote stream closes its HTTP response here, so a read blocked on the network ends now.
+        # A remote stream shuts its socket down here, so a read blocked on the network ends now.
         self._on_cancel: Callable[[], None] | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -68,7 +68,7 @@ class ChatStream:
         """Stop generating (a reader went away); the engine stays usable."""
         if self._pieces is not None:
             self._pieces.close()
-        if self._on_cancel is not None:  # a remote answer never iterated still holds its response
+        if self._on_cancel is not None:  # a remote answer never iterated still holds its connection
             self._on_cancel()
 
 

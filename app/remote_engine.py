@@ -120,7 +120,7 @@ class RemoteEngine:
         validate_messages(messages)
         stream = ChatStream(self.plan(messages, settings.max_tokens))
         response = self._send("POST", "/v1/chat/completions", json=self._body(stream.plan, settings))
-        stream._on_cancel = lambda: _close_now(response)
+        stream._on_cancel = lambda: _wake_reader(response)
         stream._pieces = self._read(stream, response, settings, started)
         return stream
 
@@ -288,7 +288,7 @@ class RemoteEngine:
                         f"the engine at {self.url} sent nothing for {self.config.timeout_s:g} s; "
                         "raise [remote] timeout_s in the config if it is just slow"
                     ) from None
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.StreamError) as exc:  # StreamError: closed under it
                 cause = _describe(exc)
             except _EngineSaidError as exc:
                 if not text:
@@ -358,9 +358,9 @@ def _parse_event(line: str, url: str) -> dict | str | None:
     return event
 
 
-def _close_now(response: httpx.Response) -> None:
-    """Close the response; shutting the socket first wakes a read blocked in another thread (a
-    plain close leaves it waiting for the timeout)."""
+def _wake_reader(response: httpx.Response) -> None:
+    """End a read blocked on the response's socket, from any thread: shutting the socket down
+    wakes it at once (closing it would not, on Linux), and the reader then closes the response."""
     network = response.extensions.get("network_stream")
     sock = network.get_extra_info("socket") if network is not None else None
     if isinstance(sock, socket.socket):
@@ -368,6 +368,10 @@ def _close_now(response: httpx.Response) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _close_now(response: httpx.Response) -> None:
+    _wake_reader(response)
     try:
         response.close()
     except httpx.HTTPError:
