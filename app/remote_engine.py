@@ -87,7 +87,11 @@ class RemoteEngine:
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
             verify=verify,
         )
-        facts = self.probe()
+        try:
+            facts = self.probe()
+        except BaseException:
+            self._client.close()
+            raise
         if not self.model and facts.model_ids:
             self.model = facts.model_ids[0]
         reported, configured = facts.context_length, entry.context_length
@@ -143,19 +147,20 @@ class RemoteEngine:
         models = self._get_json("/v1/models")  # also the check that the engine is there at all
         entries = [m for m in (models or {}).get("data", []) if isinstance(m, dict)]
         ids = tuple(str(m["id"]) for m in entries if "id" in m)
-        props = self._get_json("/props") or {}
+        props = self._get_json("/props", only_if_there=True) or {}
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         if not n_ctx:
             mine = [m for m in entries if m.get("id") == self.model] or entries[:1]
             sizes = (m.get(k) for m in mine for k in ("max_model_len", "context_length"))
             n_ctx = next((size for size in sizes if size), None)
         if not n_ctx:
-            n_ctx = (self._get_json("/info") or {}).get("max_total_tokens")
+            n_ctx = (self._get_json("/info", only_if_there=True) or {}).get("max_total_tokens")
         return EngineFacts(int(n_ctx) if isinstance(n_ctx, int | float) and n_ctx > 0 else None, ids)
 
-    def _get_json(self, path: str) -> dict | None:
-        """``path``'s JSON, or None when the engine has no such route."""
-        response = self._send("GET", path, optional=True)
+    def _get_json(self, path: str, only_if_there: bool = False) -> dict | None:
+        """``path``'s JSON, or None when the engine has no such route. ``only_if_there``: any refusal
+        is None too (an engine that guards every path answers 401 for one it does not have)."""
+        response = self._send("GET", path, optional=True, any_refusal=only_if_there)
         if response is None:
             return None
         try:
@@ -194,10 +199,12 @@ class RemoteEngine:
             body["stop"] = list(settings.stop)
         return body
 
-    def _send(self, method: str, path: str, *, optional: bool = False, **kwargs) -> httpx.Response | None:
+    def _send(
+        self, method: str, path: str, *, optional: bool = False, any_refusal: bool = False, **kwargs
+    ) -> httpx.Response | None:
         """Open a streamed response, trying again with backoff while the engine is down (nothing
         has been streamed yet, so a retry cannot repeat an answer). ``optional``: None for a route
-        the engine lacks."""
+        the engine lacks (404, 405; with ``any_refusal``, any 4xx)."""
         headers = self._headers()
         reason = ""
         for attempt in range(self.config.retries + 1):
@@ -226,7 +233,9 @@ class RemoteEngine:
             if response.is_success:
                 return response
             message = _error_message(response)
-            if optional and response.status_code in (404, 405):
+            if optional and (
+                response.status_code in (404, 405) or (any_refusal and response.is_client_error)
+            ):
                 return None
             raise self._refusal(response.status_code, message)
         raise EngineUnavailableError(
