@@ -420,3 +420,27 @@ def test_an_engine_error_raises_before_any_text(fake_engine):
     with pytest.raises(LanternError, match="HTTP 401"):
         engine.chat(FRANCE, GREEDY)
     engine.close()
+
+
+def test_answers_saved_before_the_finish_column_open_with_none(tmp_path):
+    import sqlite3
+
+    from app.conversations import MIGRATIONS
+
+    path = tmp_path / "conversations.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    for number, migration in enumerate(MIGRATIONS[:3]):
+        old.executescript(f"BEGIN; {migration} PRAGMA user_version = {number + 1}; COMMIT;")
+    old.execute("INSERT INTO conversations VALUES ('c1', 't', 'm', '', 'now', 'now')")
+    for role, content in (("user", "q"), ("assistant", "a")):
+        old.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at) VALUES ('c1', ?, ?, 'now')",
+            (role, content),
+        )
+    old.close()
+    store = ConversationStore(path)
+    answer = store.get("c1").messages[-1]
+    assert (answer.content, answer.finish, answer.is_cut) == ("a", None, False)
+    store.record_exchange(store.get("c1"), "m", "", "q2", "a2 partial", finish="cut")
+    assert store.get("c1").messages[-1].is_cut
+    store.close()
