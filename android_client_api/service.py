@@ -11,6 +11,8 @@ from app.assistant import Assistant
 from app.batching import BatchScheduler
 from app.devices import DeviceRegistry
 from app.errors import LanternError
+from app.remote_engine import RemoteEngine
+from app.remote_scheduler import RemoteScheduler
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class ModelChoice:
     """A model a client may ask for: one in the store, or a twin (its base with an adapter)."""
 
     id: str
-    kind: str  # "model" or "twin"
+    kind: str  # "model", "remote" (served by another engine) or "twin"
     base: str | None = None  # a twin's base model
 
 
@@ -32,7 +34,7 @@ class LanternService:
     devices: DeviceRegistry
     settings: ServerSettings
     model_name: str  # the default: what `serve --model` (or the config) named
-    _schedulers: dict[str, BatchScheduler] = field(default_factory=dict)
+    _schedulers: dict[str, BatchScheduler | RemoteScheduler] = field(default_factory=dict)
     _last_used: dict[str, float] = field(default_factory=dict)
     _loading: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +59,7 @@ class LanternService:
 
     def model_choices(self) -> list[ModelChoice]:
         models = [ModelChoice(e.name, "model") for e in self.assistant.models.list()]
+        models += [ModelChoice(r.name, "remote") for r in self.assistant.models.list_remote()]
         if self.model_name not in {m.id for m in models}:  # served from a file path
             models.insert(0, ModelChoice(self.model_name, "model"))
         twins = [ModelChoice(t.name, "twin", t.base_model) for t in self.assistant.twins.list() if t.trained]
@@ -75,6 +78,13 @@ class LanternService:
             if scheduler is None:
                 self._make_room()
                 engine = self.assistant.engine(model)
+                if isinstance(engine, RemoteEngine):
+                    # The engine batches on its own machine; Lantern keeps the line (503 when full).
+                    remote = RemoteScheduler(
+                        engine, parallel=self.settings.slots, max_waiting=self.settings.max_waiting
+                    )
+                    self._schedulers[model] = remote
+                    return remote
                 scheduler = BatchScheduler(
                     engine,
                     slots=self.settings.slots,

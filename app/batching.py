@@ -33,7 +33,7 @@ from app.errors import LanternError
 from app.kv_states import StateCache, keep_shared_cells
 from app.prompt_lookup import MAX_DRAFT, TokenHistory
 
-_DONE = object()
+DONE = object()  # put on a stream after its last piece
 MIN_PREFILL_CHUNK = 2  # prompt tokens per step at least, however tight the time bound
 
 
@@ -72,7 +72,7 @@ class BatchedStream:
 
     async def __anext__(self) -> str:
         item = await self.queue.get()
-        if item is _DONE:
+        if item is DONE:
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             raise item
@@ -278,7 +278,7 @@ class BatchScheduler:
         while free and self._waiting:
             stream = self._waiting.popleft()
             if stream.cancelled:
-                stream._emit(_DONE)
+                stream._emit(DONE)
                 continue
             tokens = stream.plan.tokens
             # Longest shared prefix first; among equals an empty sequence, then the least recently used.
@@ -425,7 +425,7 @@ class BatchScheduler:
             draft_tokens=slot.drafted,
             accepted_draft_tokens=slot.accepted,
         )
-        slot.stream._emit(error if error is not None else _DONE)
+        slot.stream._emit(error if error is not None else DONE)
 
 
 def _non_empty(plan: PromptPlan) -> PromptPlan:

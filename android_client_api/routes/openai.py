@@ -25,6 +25,8 @@ from app.conversations import Conversation, new_conversation_id
 from app.engine import GenerationSettings
 from app.errors import ContextOverflowError, LanternError
 from app.memory import citation_record
+from app.remote_engine import EngineUnavailableError
+from app.remote_scheduler import RemoteScheduler
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -108,6 +110,7 @@ async def chat_completions(
             completion_tokens=result.completion_tokens if result else None,
             citations=citations,
             replace_last=options.regenerate,
+            finish=result.finish_reason if result else None,
         )
         return {"conversation_id": target.id, "message_id": message_id}
 
@@ -116,6 +119,8 @@ async def chat_completions(
         if stream.result is None:
             return _gone()  # the client left while its request waited: nothing was answered or saved
         saved = save(text)
+        if stream.result.finish_reason == "cut":
+            saved["cut"] = True
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -151,15 +156,20 @@ async def chat_completions(
                 {"role": "assistant", "content": ""},
                 lantern={"conversation_id": conversation_id, "model": model},
             )
-            async for piece in stream:
-                pieces.append(piece)
-                yield chunk({"content": piece})
+            try:
+                async for piece in stream:
+                    pieces.append(piece)
+                    yield chunk({"content": piece})
+            except LanternError as exc:  # the engine failed after the answer began: say so, in band
+                yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'engine_error'}})}\n\n"
+                return
             saved = save("".join(pieces))
+            cut = {"cut": True} if stream.result.finish_reason == "cut" else {}
             yield chunk(
                 {},
                 _finish(stream.result.finish_reason),
                 usage=_usage(stream),
-                lantern={"citations": citations, "model": model, **saved},
+                lantern={"citations": citations, "model": model, **saved, **cut},
             )
             yield "data: [DONE]\n\n"
         finally:
@@ -245,11 +255,13 @@ def _model_for(service: LanternService, requested: str | None, conversation: Con
     return service.model_name
 
 
-async def _scheduler(service: LanternService, model: str) -> BatchScheduler:
+async def _scheduler(service: LanternService, model: str) -> BatchScheduler | RemoteScheduler:
     try:
         return await asyncio.to_thread(service.scheduler_for, model)
     except ModelBusyError as exc:
         raise ApiError(503, str(exc), "model_busy", {"Retry-After": "5"}) from None
+    except EngineUnavailableError as exc:  # a remote engine that does not answer: not the phone's fault
+        raise ApiError(502, str(exc), "engine_unavailable") from None
     except LanternError as exc:
         raise ApiError(400, f"model {model!r} cannot be loaded: {exc}", "model_not_loadable") from None
 
@@ -288,7 +300,9 @@ async def _plan(make_plan) -> PromptPlan:
         raise ApiError(400, f"cannot build a prompt from these messages: {exc}", "invalid_prompt") from None
 
 
-def _submit(scheduler: BatchScheduler, plan: PromptPlan, settings: GenerationSettings) -> BatchedStream:
+def _submit(
+    scheduler: BatchScheduler | RemoteScheduler, plan: PromptPlan, settings: GenerationSettings
+) -> BatchedStream:
     try:
         return scheduler.submit(plan, settings)
     except QueueFullError as exc:
@@ -304,7 +318,8 @@ def _gone() -> Response:
 
 
 async def _collect(stream: BatchedStream, request: Request) -> str:
-    """The whole answer, or a cancelled one if the client goes away before it is done."""
+    """The whole answer, or a cancelled one if the client goes away before it is done. An engine
+    that fails (a remote one down, or cut off before its first word) is a 502 naming it."""
 
     async def watch() -> None:
         while not await request.is_disconnected():
@@ -314,6 +329,8 @@ async def _collect(stream: BatchedStream, request: Request) -> str:
     watcher = asyncio.create_task(watch())
     try:
         return "".join([piece async for piece in stream])
+    except LanternError as exc:
+        raise ApiError(502, str(exc), "engine_error") from None
     finally:
         watcher.cancel()
         stream.cancel()
