@@ -58,21 +58,12 @@ def test_ask_through_a_remote_model_continues_its_conversation(home, remote_engi
     listed = {m["name"]: m for m in json.loads(_ok(run_lantern("models", "list", "--json")))}
     assert listed["r"]["kind"] == "remote" and listed["r"]["url"] == remote_engine_url
 
+    short = ("--temperature", "0", "--max-tokens", "24")
     first = json.loads(
-        _ok(
-            run_lantern(
-                "ask", "My cat is called Miso. Just say OK.", "--model", "r", "--temperature", "0", "--json"
-            )
-        )
+        _ok(run_lantern("ask", "My cat is called Miso. Just say OK.", "-m", "r", *short, "--json"))
     )
     assert first["model"] == "r" and first["text"]
-    second = json.loads(
-        _ok(
-            run_lantern(
-                "ask", "-c", "What is my cat called?", "--temperature", "0", "--json", "--max-tokens", "24"
-            )
-        )
-    )
+    second = json.loads(_ok(run_lantern("ask", "-c", "What is my cat called?", *short, "--json")))
     assert second["conversation_id"] == first["conversation_id"]
     assert second["model"] == "r"
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
@@ -81,7 +72,9 @@ def test_ask_through_a_remote_model_continues_its_conversation(home, remote_engi
     assert shown.count("[user]") == 2 and shown.count("[assistant]") == 2
     assert "[cut]" not in shown
 
-    streamed = _ok(run_lantern("ask", "What is the capital of France?", "--model", "r", "--temperature", "0"))
+    streamed = _ok(
+        run_lantern("ask", "What is the capital of France? Answer in one word.", "-m", "r", *short)
+    )
     assert "Paris" in streamed
 
 
