@@ -12,6 +12,7 @@ from openai import APIError, OpenAI
 
 from tests.api_server import free_port, start_server
 from tests.conftest import run_lantern
+from tests.fake_engine import FakeMisbehavingEngine
 from tests.memory_fixtures import make_notes
 
 
@@ -67,35 +68,40 @@ def test_a_phone_chats_through_lantern_with_a_remote_engine(fronted, tmp_path):
     assert getattr(refused.value, "status_code", None) == 401
 
 
-def test_a_full_line_is_refused_with_retry_after_and_the_waiting_phone_is_answered_next(fronted):
-    """One answer at a time is asked of the engine (serve --slots 1), one more may wait; a third
-    phone is told to come back. When the first phone leaves, the waiting one is answered."""
-    headers = {"Authorization": f"Bearer {fronted.token}"}
-    url = fronted.url + "/v1/chat/completions"
-    long = {
-        "model": "far",
-        "messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}],
-        "max_tokens": 400,
-        "stream": True,
-    }
-    short = {"model": "far", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-    scheduler = fronted.service.scheduler_for("far")
-    answered: list[httpx.Response] = []
-    waiting = threading.Thread(
-        target=lambda: answered.append(httpx.post(url, headers=headers, json=short, timeout=120))
-    )
-    with httpx.stream("POST", url, headers=headers, json=long, timeout=60) as first:
-        next(first.iter_lines())
-        waiting.start()
-        while scheduler.waiting == 0:
-            time.sleep(0.02)
-        full = httpx.post(url, headers=headers, json=short, timeout=60)
-        assert full.status_code == 503 and full.headers["Retry-After"] == "2"
-    waiting.join(timeout=180)
-    assert (
-        answered and answered[0].status_code == 200 and answered[0].json()["choices"][0]["message"]["content"]
-    )
-    assert scheduler.busy_slots == 0 and scheduler.waiting == 0
+def test_a_full_line_is_refused_and_a_phone_that_leaves_frees_its_place(home):
+    """One answer at a time is asked of the engine (serve --slots 1) and one more may wait; a
+    third phone is told to come back. The engine here is a fake that stalls after its first word
+    (a slow engine cannot be had on demand from the real one), so the first answer holds its place
+    for as long as the test needs; when that phone leaves, the waiting one is answered."""
+    stalling = FakeMisbehavingEngine("stall", delay=4.0)
+    assert run_lantern("models", "add-remote", "far", stalling.url).returncode == 0
+    server = start_server(slots=1, max_waiting=1)
+    try:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        url = server.url + "/v1/chat/completions"
+        ask = {"model": "far", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+        scheduler = server.service.scheduler_for("far")
+        answered: list[httpx.Response] = []
+        second = threading.Thread(
+            target=lambda: answered.append(httpx.post(url, headers=headers, json=ask, timeout=60))
+        )
+        with httpx.stream("POST", url, headers=headers, json={**ask, "stream": True}, timeout=60) as first:
+            lines = first.iter_lines()
+            while "lighthouse" not in next(lines):  # the engine's first word has come through
+                pass
+            second.start()
+            while scheduler.waiting == 0:
+                time.sleep(0.02)
+            third = httpx.post(url, headers=headers, json=ask, timeout=60)
+            assert third.status_code == 503 and third.headers["Retry-After"] == "2"
+        second.join(timeout=60)
+        assert answered and answered[0].status_code == 200
+        assert answered[0].json()["choices"][0]["message"]["content"].startswith("The lighthouse")
+        assert scheduler.busy_slots == 0 and scheduler.waiting == 0
+        assert stalling.chat_requests == 2  # the refused phone never reached the engine
+    finally:
+        server.stop()
+        stalling.stop()
 
 
 def test_an_engine_that_is_down_is_a_clear_error_for_the_phone(home):
