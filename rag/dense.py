@@ -107,11 +107,13 @@ class DenseIndex:
         if len(self) == 0 or k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         fetch = min(self.index.ntotal, k + len(self.dead))
+        params = None
         if self.kind == "hnsw":
             faiss.downcast_index(self.index.index).hnsw.efSearch = max(HNSW_EF_SEARCH, fetch)
         elif self.kind == "ivfpq":
-            ivfpq.prepare_search(self.index, fetch)
-        scores, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), np.float32), fetch)
+            params = ivfpq.search_parameters(self.ivfpq.nprobe, fetch)
+        query = np.ascontiguousarray(vector.reshape(1, -1), np.float32)
+        scores, ids = self.index.search(query, fetch, params=params)
         pairs = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in self.dead]
         pairs = pairs[:k]
         return np.asarray([i for i, _ in pairs], np.int64), np.asarray([s for _, s in pairs], np.float32)

@@ -97,15 +97,18 @@ def build(ids: np.ndarray, vectors: np.ndarray) -> tuple[faiss.Index, IvfPqMeasu
     nprobe = min(nprobe, nlist)
     if recall == 0.0:  # a ladder cut short by few lists: measure what will be used
         recall = _recall(index, vectors, ids, queries, exact, nprobe)
-    ivf.nprobe = nprobe
+    ivf.nprobe = nprobe  # kept in the serialised index too, for anyone reading it with FAISS alone
     measure = IvfPqMeasure(nlist, m, nprobe, trained_on, n, round(recall, 4), len(queries))
     return index, measure
 
 
-def prepare_search(index: faiss.Index, k: int) -> None:
-    """Re-score max(10·k, 100) candidates for a search of ``k`` (nprobe is kept in the index)."""
-    refine = faiss.downcast_index(faiss.downcast_index(index).index)
-    refine.k_factor = float(max(CANDIDATES_PER_RESULT, math.ceil(MIN_CANDIDATES / max(k, 1))))
+def search_parameters(nprobe: int, k: int) -> faiss.SearchParameters:
+    """Visit ``nprobe`` lists and re-score max(10·k, 100) candidates for a search of ``k``. Passed
+    with each search rather than set on the index, so concurrent searches cannot disturb each other."""
+    k_factor = float(max(CANDIDATES_PER_RESULT, math.ceil(MIN_CANDIDATES / max(k, 1))))
+    return faiss.IndexRefineSearchParameters(
+        k_factor=k_factor, base_index_params=faiss.SearchParametersIVF(nprobe=nprobe)
+    )
 
 
 def _exact_neighbours(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> list[set[int]]:
@@ -130,9 +133,8 @@ def _recall(
     exact: list[set[int]],
     nprobe: int,
 ) -> float:
-    faiss.extract_index_ivf(index).nprobe = nprobe
-    prepare_search(index, RECALL_K + 1)
-    _, found = index.search(np.ascontiguousarray(vectors[queries], np.float32), RECALL_K + 1)
+    asked = np.ascontiguousarray(vectors[queries], np.float32)
+    _, found = index.search(asked, RECALL_K + 1, params=search_parameters(nprobe, RECALL_K + 1))
     hits = 0
     for q, row, truth in zip(queries, found, exact, strict=True):
         approx = [int(i) for i in row if i >= 0 and i != ids[q]][:RECALL_K]
