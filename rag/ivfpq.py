@@ -15,7 +15,11 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-RECALL_GOAL = 0.95  # recall@10 against exact search that the probe count is raised to reach
+RECALL_GOAL = 0.95  # recall@10 against exact search that the memory must keep
+# The probe count is raised until the measurement passes this, not the bare goal: 256 stored
+# passages as queries estimate recall within about ±0.01, and questions are not stored passages
+# (at 200,000 clustered vectors, an nprobe that measured just over 0.95 gave 0.947 on new ones).
+RECALL_TARGET = 0.97
 NPROBE_LADDER = (2, 4, 8, 16, 32, 64, 128, 256)  # the last is the cap when the goal is not reached
 RECALL_QUERIES = 256  # stored vectors used as queries to measure recall at build time
 RECALL_K = 10
@@ -92,7 +96,7 @@ def build(ids: np.ndarray, vectors: np.ndarray) -> tuple[faiss.Index, IvfPqMeasu
             break
         nprobe = candidate
         recall = _recall(index, vectors, ids, queries, exact, nprobe)
-        if recall >= RECALL_GOAL:
+        if recall >= RECALL_TARGET:
             break
     nprobe = min(nprobe, nlist)
     if recall == 0.0:  # a ladder cut short by few lists: measure what will be used

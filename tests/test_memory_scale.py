@@ -46,9 +46,11 @@ def test_ivfpq_finds_the_exact_top_10_of_200000_passages(two_hundred_thousand):
 
     assert _recall_at_10([ids for ids, _ in found], exact_ids) >= 0.95
     # Candidates are re-scored against float16 copies of the vectors: the scores are exact cosines
-    # up to float16 rounding, so the order is exact search's wherever the neighbours are not ties.
-    top_scores = np.asarray([scores[0] for _, scores in found])
-    assert np.abs(top_scores - exact_scores[:, 0]).max() < 2e-3
+    # up to float16 rounding wherever the exact best passage was among the candidates.
+    same_top = [ids[0] == exact_top for (ids, _), exact_top in zip(found, exact_ids[:, 0], strict=True)]
+    assert np.mean(same_top) >= 0.95
+    gaps = [abs(scores[0] - exact_scores[i, 0]) for i, (_, scores) in enumerate(found) if same_top[i]]
+    assert max(gaps) < 2e-3
 
     measured = dense.description
     assert measured["kind"] == "ivfpq" and measured["recall_at_10"] >= 0.95
