@@ -77,7 +77,7 @@ class Memory:
 
     def _open(self) -> MemoryStore:
         try:
-            return MemoryStore.open(self.directory, self._keys)
+            return MemoryStore.open(self.directory, self._keys, self.config.ivfpq_above)
         except WrongKeyError:
             if self._keys is not None:
                 self._keys.forget()

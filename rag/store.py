@@ -33,7 +33,7 @@ import numpy as np
 
 from app.atomic import atomic_write_bytes
 from rag.crypto import Cipher, DataKeyCheck, Keyring, read_keyring
-from rag.dense import DenseIndex
+from rag.dense import IVFPQ_ABOVE, DenseIndex
 from rag.errors import MemoryStoreError, TamperedFileError
 from rag.lexical import BM25Index
 from rag.sealed_file import read_sealed, write_sealed
@@ -89,9 +89,10 @@ def _flock(path: Path, exclusive: bool) -> Iterator[None]:
 
 
 class MemoryStore:
-    def __init__(self, directory: Path, cipher: Cipher | None):
+    def __init__(self, directory: Path, cipher: Cipher | None, ivfpq_above: int = IVFPQ_ABOVE):
         self.directory = directory
         self.cipher = cipher
+        self.ivfpq_above = ivfpq_above  # passages above which the dense index is IVF-PQ
         self.generation = 0
         self.embedder_name = ""
         self.dimension = 0
@@ -121,8 +122,11 @@ class MemoryStore:
         return (directory / "keyring.json").exists()
 
     @classmethod
-    def open(cls, directory: Path, keys: KeySource | None = None) -> MemoryStore:
-        """Open the store in ``directory``; an empty plain store if there is none yet."""
+    def open(
+        cls, directory: Path, keys: KeySource | None = None, ivfpq_above: int = IVFPQ_ABOVE
+    ) -> MemoryStore:
+        """Open the store in ``directory``; an empty plain store if there is none yet.
+        ``ivfpq_above``: memory.ivfpq_above, the size where the dense index becomes IVF-PQ."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         cls._settle_pending_keyring(directory)
         cipher = None
@@ -138,7 +142,7 @@ class MemoryStore:
                 cipher = keyring.unlock(keys.data_cipher())
             else:
                 cipher = keyring.unlock(keys.secret())
-        store = cls(directory, cipher)
+        store = cls(directory, cipher, ivfpq_above)
         if cls.exists(directory):
             with _flock(directory / "commit.lock", exclusive=False):
                 store._read_manifest()
@@ -245,7 +249,7 @@ class MemoryStore:
             }
             with np.load(io.BytesIO(index_raw), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-            dense = DenseIndex.from_arrays(arrays, self.dimension, self.index_description["kind"])
+            dense = DenseIndex.from_arrays(arrays, self.dimension, self.index_description, self.ivfpq_above)
             lexical = BM25Index.from_arrays(arrays)
             rows = arrays["lexical_rows"]
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -279,7 +283,7 @@ class MemoryStore:
     def dense(self) -> DenseIndex:
         self._ensure_loaded()
         if self._dense is None:
-            self._dense = DenseIndex(self.dimension or 1)
+            self._dense = DenseIndex(self.dimension or 1, ivfpq_above=self.ivfpq_above)
         return self._dense
 
     @property
@@ -324,7 +328,7 @@ class MemoryStore:
         self._ensure_loaded()
         if not self.embedder_name and not self.files:
             self.embedder_name, self.dimension = name, dimension
-            self._dense = DenseIndex(dimension)
+            self._dense = DenseIndex(dimension, ivfpq_above=self.ivfpq_above)
             return
         if (name, dimension) != (self.embedder_name, self.dimension):
             raise MemoryStoreError(
@@ -340,7 +344,7 @@ class MemoryStore:
         self._ensure_loaded()
         if sorted(ids.tolist()) != sorted(self._chunks):
             raise ValueError("use_embedder needs a vector for every chunk")
-        dense = DenseIndex(dimension)
+        dense = DenseIndex(dimension, ivfpq_above=self.ivfpq_above)
         dense.add(ids, vectors)
         self._dense, self.embedder_name, self.dimension = dense, name, dimension
         self._pending_weights = weights

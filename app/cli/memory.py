@@ -177,8 +177,18 @@ def memory_stats(ctx, as_json):
         if key == "bytes_on_disk":
             value = human_bytes(value)
         elif key == "index":
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
+            value = _index_line(value)
         click.echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+def _index_line(index: dict) -> str:
+    if index.get("kind") != "ivfpq":
+        return ", ".join(f"{k}={v}" for k, v in index.items())
+    return (
+        f"ivfpq {index['faiss']}, nprobe={index['nprobe']}; recall@10 {index['recall_at_10']:.3f} "
+        f"against exact search ({index['recall_queries']} stored passages as queries, "
+        f"measured at {index['built_at']:,} passages)"
+    )
 
 
 def _training_step(step: int, steps: int, loss: float) -> None:

@@ -1,0 +1,210 @@
+"""The dense index at scale: exact, HNSW and IVF-PQ (rag/dense.py) built on the same vectors.
+
+For each kind: build time, recall@10 against exact search, single-query search latency p50/p95,
+the resident memory the opened index adds to a fresh process (after opening it and after the
+queries), and the size of what a commit serialises (rag/store.py writes it into index-<gen>.lmem).
+Each kind is built in a process of its own and opened again in another, so memory figures are
+the index's own.
+
+Vectors: ``--n`` seeded, sentence-embedding-like clustered unit vectors (tests/clustered_vectors.py);
+embedding a million real passages with MiniLM takes hours on 2 cores. ``--real N`` adds a check on
+real embeddings: N passages generated from sentences of Python's bundled documentation, embedded
+with the bundled all-MiniLM-L6-v2, and IVF-PQ's recall on them (IVF-PQ forced at that size).
+
+Run: .venv/bin/python bench/bench_memory_scale.py [--n 1000000] [--queries 200] [--hnsw-n 200000]
+                                                   [--real 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+import rag.dense  # noqa: E402
+from rag.dense import DenseIndex  # noqa: E402
+from tests.clustered_vectors import clustered_unit_vectors  # noqa: E402
+
+KINDS = ("exact", "hnsw", "ivfpq")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def build_index(kind: str, vectors: np.ndarray) -> DenseIndex:
+    """The kind asked for, whatever the size (the automatic choice is what is being compared)."""
+    n, dimension = vectors.shape
+    ids = np.arange(n, dtype=np.int64)
+    if kind == "exact":
+        rag.dense.EXACT_LIMIT = 1 << 62
+        dense = DenseIndex(dimension, "exact", ivfpq_above=1 << 62)
+    elif kind == "hnsw":
+        rag.dense.EXACT_LIMIT = 0
+        dense = DenseIndex(dimension, "hnsw", ivfpq_above=1 << 62)
+    else:
+        dense = DenseIndex(dimension, "exact", ivfpq_above=max(n - 1, 10_000))
+    dense.add(ids, vectors)
+    assert dense.kind == kind, (dense.kind, kind)
+    return dense
+
+
+def child_build(kind: str, work: Path, n: int) -> dict:
+    vectors = np.load(work / "vectors.npy", mmap_mode="r")[:n]
+    vectors = np.ascontiguousarray(vectors)
+    started = time.perf_counter()
+    dense = build_index(kind, vectors)
+    seconds = time.perf_counter() - started
+    np.savez(work / f"{kind}.npz", **dense.to_arrays())
+    (work / f"{kind}.json").write_text(json.dumps(dense.description))
+    return {"build_s": round(seconds, 1), "serialised_bytes": (work / f"{kind}.npz").stat().st_size}
+
+
+def child_search(kind: str, work: Path, n: int) -> dict:
+    queries = np.load(work / "queries.npy")
+    truth = np.load(work / f"truth-{n}.npy")
+    before = rss_bytes()
+    with np.load(work / f"{kind}.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    description = json.loads((work / f"{kind}.json").read_text())
+    dense = DenseIndex.from_arrays(arrays, queries.shape[1], description, 1 << 62)
+    del arrays
+    opened = rss_bytes()
+    times, hits = [], 0
+    for query, exact in zip(queries, truth, strict=True):
+        started = time.perf_counter()
+        ids, _ = dense.search(query, 10)
+        times.append((time.perf_counter() - started) * 1000)
+        hits += len(set(ids.tolist()) & set(exact.tolist()))
+    return {
+        "recall_at_10": round(hits / (10 * len(queries)), 4),
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p95_ms": round(float(np.percentile(times, 95)), 2),
+        "rss_open_mb": round((opened - before) / 2**20),
+        "rss_after_queries_mb": round((rss_bytes() - before) / 2**20),
+        "description": description,
+    }
+
+
+def run_child(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def generated_passages(count: int, seed: int = 0) -> list[str]:
+    """Passages of 2-5 sentences drawn at random from Python's bundled documentation topics."""
+    from pydoc_data.topics import topics
+
+    sentences = [
+        s.strip()
+        for text in topics.values()
+        for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+        if 40 <= len(s.strip()) <= 300
+    ]
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(sentences, rng.randint(2, 5))) for _ in range(count)]
+
+
+def real_embeddings_check(count: int, queries: int) -> dict:
+    from rag.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    texts = generated_passages(count + queries)
+    started = time.perf_counter()
+    vectors = embedder.embed(texts).astype(np.float32)
+    embed_s = time.perf_counter() - started
+    stored, asked = vectors[:count], vectors[count:]
+    _, truth = faiss.knn(asked, stored, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    started = time.perf_counter()
+    dense = build_index("ivfpq", stored)
+    build_s = time.perf_counter() - started
+    hits = sum(
+        len(set(dense.search(q, 10)[0].tolist()) & set(t.tolist())) for q, t in zip(asked, truth, strict=True)
+    )
+    return {
+        "passages": count,
+        "embed_s": round(embed_s, 1),
+        "build_s": round(build_s, 1),
+        "recall_at_10_held_out_queries": round(hits / (10 * queries), 4),
+        "description": dense.description,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-n", type=int, default=200_000, help="HNSW builds slowly: its own size")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--real", type=int, default=0, help="also check IVF-PQ on N real embeddings")
+    parser.add_argument("--child", nargs=4, metavar=("ACTION", "KIND", "WORK", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        action, kind, work, n = args.child
+        handler = child_build if action == "build" else child_search
+        print(json.dumps(handler(kind, Path(work), int(n))))
+        return
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; faiss {faiss.__version__}")
+    results: dict = {"n": args.n, "queries": args.queries, "kinds": {}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        everything = clustered_unit_vectors(args.n + args.queries, seed=0)
+        np.save(work / "vectors.npy", everything[: args.n])
+        queries = everything[args.n :]
+        np.save(work / "queries.npy", queries)
+        del everything
+        print(
+            f"{args.n:,} clustered vectors + {args.queries} held-out queries "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
+        stored = np.load(work / "vectors.npy", mmap_mode="r")
+        for n in sorted({args.n, min(args.hnsw_n, args.n)}):
+            _, truth = faiss.knn(
+                queries, np.ascontiguousarray(stored[:n]), 10, metric=faiss.METRIC_INNER_PRODUCT
+            )
+            np.save(work / f"truth-{n}.npy", truth)
+        del stored
+        for kind in args.kinds.split(","):
+            n = min(args.hnsw_n, args.n) if kind == "hnsw" else args.n
+            row = {"n": n, **run_child("build", kind, str(work), str(n))}
+            row.update(run_child("search", kind, str(work), str(n)))
+            results["kinds"][kind] = row
+            print(
+                f"{kind:<6} n={n:>9,} build {row['build_s']:>7.1f} s  recall@10 {row['recall_at_10']:.3f}  "
+                f"p50 {row['p50_ms']:.2f} ms  p95 {row['p95_ms']:.2f} ms  RSS open {row['rss_open_mb']} MB "
+                f"(after queries {row['rss_after_queries_mb']} MB)  "
+                f"serialised {row['serialised_bytes'] / 2**20:.0f} MB",
+                flush=True,
+            )
+            if kind == "ivfpq":
+                print(f"       {row['description']}")
+    if args.real:
+        results["real"] = real_embeddings_check(args.real, args.queries)
+        print(f"real embeddings: {results['real']}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
