@@ -100,3 +100,11 @@ class ChatEngine(Protocol):
     def close(self) -> None:
         """Free what the engine holds: the model, or the HTTP connection pool."""
         ...
+
+
+def drain(stream: ChatStream) -> ChatResult:
+    """Read a stream to its end: the whole answer, as ``chat`` gives it."""
+    for _ in stream:
+        pass
+    assert stream.result is not None
+    return stream.result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from app.chat_engine import DEFAULT_SETTINGS, ChatResult, ChatStream
+from app.chat_engine import DEFAULT_SETTINGS, ChatResult, ChatStream, drain
 from app.chat_template import ChatMessage, ChatTemplate, fallback_template, validate_messages
 from app.context_budget import PromptPlan, fit_to_context
 from app.decoding import AnswerText, BatchWriter, GenerationSettings, make_sampler, verify_draft
@@ -160,11 +160,7 @@ class Engine:
     def chat(
         self, messages: list[ChatMessage], settings: GenerationSettings = DEFAULT_SETTINGS
     ) -> ChatResult:
-        stream = self.stream_chat(messages, settings)
-        for _ in stream:
-            pass
-        assert stream.result is not None
-        return stream.result
+        return drain(self.stream_chat(messages, settings))
 
     def _generate(
         self, stream: ChatStream, settings: GenerationSettings, started: float

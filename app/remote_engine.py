@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.chat_engine import DEFAULT_SETTINGS, ChatResult, ChatStream
+from app.chat_engine import DEFAULT_SETTINGS, ChatResult, ChatStream, drain
 from app.chat_template import ChatMessage, validate_messages
 from app.config import RemoteConfig
 from app.context_budget import PromptPlan, fit_to_context
@@ -131,11 +131,7 @@ class RemoteEngine:
     def chat(
         self, messages: list[ChatMessage], settings: GenerationSettings = DEFAULT_SETTINGS
     ) -> ChatResult:
-        stream = self.stream_chat(messages, settings)
-        for _ in stream:
-            pass
-        assert stream.result is not None
-        return stream.result
+        return drain(self.stream_chat(messages, settings))
 
     def close(self) -> None:
         self._client.close()
