@@ -34,6 +34,8 @@ from app.bundled import bundled_model_path  # noqa: E402
 
 LANTERN = Path(sys.executable).parent / "lantern"
 PROMPT = "Describe a lighthouse at night in a few sentences."
+# Given by the client, so Lantern adds none of its own: both paths send the engine the same prompt.
+SYSTEM = "You are a helpful assistant."
 
 
 @dataclass
@@ -68,7 +70,7 @@ def stream_once(client: OpenAI, model: str, max_tokens: int) -> Streamed:
     pieces = 0
     stream = client.chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": PROMPT}],
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
         max_tokens=max_tokens,
         temperature=0,
         seed=1,
