@@ -8,8 +8,6 @@ history, twins) is sealed with the data key or a key derived from it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.atomic import atomic_write_bytes
 from app.errors import LanternError
-from rag.crypto import Cipher, ScryptParams, _b64, _unb64, derive_key
+from rag.crypto import Cipher, ScryptParams, _b64, _unb64, derive_key, digested_json, verified_json
 from rag.errors import TamperedFileError, WrongKeyError
 
 KEYRING_FILE = "keyring.json"
@@ -52,7 +50,7 @@ class HomeKeyring:
 
     def to_bytes(self) -> bytes:
         body = self._body()
-        return json.dumps({**body, "digest": _digest(body)}, indent=2).encode() + b"\n"
+        return digested_json(body)
 
     def _body(self) -> dict:
         p = self.params
@@ -67,9 +65,8 @@ class HomeKeyring:
     def read(cls, path: Path) -> HomeKeyring:
         damaged = TamperedFileError(f"{path} is damaged or was altered; the data home cannot be unlocked")
         try:
-            raw = json.loads(path.read_bytes())
-            digest = raw.pop("digest")
-            if raw.get("format") != _FORMAT or _digest(raw) != digest:
+            raw = verified_json(path.read_bytes())
+            if raw.get("format") != _FORMAT:
                 raise damaged
             kdf = raw["kdf"]
             params = ScryptParams(_unb64(kdf["salt"]), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
@@ -79,10 +76,6 @@ class HomeKeyring:
 
     def write(self, path: Path) -> None:
         atomic_write_bytes(path, self.to_bytes())
-
-
-def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def subkey(data_key: bytes, purpose: str) -> bytes:

@@ -78,8 +78,7 @@ class Keyring:
 
     def to_bytes(self) -> bytes:
         body = self._body()
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        return json.dumps({**body, "digest": digest}, indent=2).encode() + b"\n"
+        return digested_json(body)
 
     def _body(self) -> dict:
         p = self.params
@@ -96,10 +95,7 @@ class Keyring:
             f"{name} is damaged or was altered; the encrypted memory cannot be opened"
         )
         try:
-            raw = json.loads(data)
-            digest = raw.pop("digest")
-            if hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest() != digest:
-                raise damaged
+            raw = verified_json(data)
             kdf = raw["kdf"]
             params = ScryptParams(_unb64(kdf["salt"]), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
             return cls(params, _unb64(raw["check"]))
@@ -129,8 +125,7 @@ class DataKeyCheck:
 
     def to_bytes(self) -> bytes:
         body = {"format": DATA_KEY_FORMAT, "check": _b64(self.check)}
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        return json.dumps({**body, "digest": digest}, indent=2).encode() + b"\n"
+        return digested_json(body)
 
 
 DATA_KEY_FORMAT = "lantern-memory-data-key-1"
@@ -140,17 +135,29 @@ def read_keyring(data: bytes, name: str) -> Keyring | DataKeyCheck:
     """A memory's keyring: its own scrypt key (memories encrypted before the whole home was), or
     a check of the data home's key."""
     try:
-        if json.loads(data).get("format") == DATA_KEY_FORMAT:
-            raw = json.loads(data)
-            digest = raw.pop("digest")
-            if hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest() != digest:
-                raise ValueError("digest")
+        raw = verified_json(data)
+        if raw.get("format") == DATA_KEY_FORMAT:
             return DataKeyCheck(_unb64(raw["check"]))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise TamperedFileError(
             f"{name} is damaged or was altered; the encrypted memory cannot be opened"
         ) from None
     return Keyring.from_bytes(data, name)
+
+
+def digested_json(body: dict) -> bytes:
+    """``body`` as JSON with a SHA-256 of its canonical form, so a changed byte is noticed."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return json.dumps({**body, "digest": digest}, indent=2).encode() + b"\n"
+
+
+def verified_json(data: bytes) -> dict:
+    """The body digested_json wrote; ValueError (or KeyError) when it does not verify."""
+    raw = json.loads(data)
+    digest = raw.pop("digest")
+    if hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest() != digest:
+        raise ValueError("the digest does not match")
+    return raw
 
 
 def _b64(data: bytes) -> str:
