@@ -20,8 +20,12 @@ from rag.store import FileEntry, MemoryStore, contextual_text
 
 EMBED_BATCH_CHUNKS = 1024  # passages sorted by length together, so batches pad little
 PROGRESS_SLICE = 128  # passages embedded between two progress updates
-# An interrupted ingest loses at most about this much embedding work.
+# An interrupted ingest loses at most about this much embedding work ...
 COMMIT_EVERY_S = float(os.environ.get("LANTERN_MEMORY_COMMIT_SECONDS", "20"))
+# ... or this many times what the last commit took, whichever is longer: a commit rewrites the
+# whole generation, so at a million passages it takes seconds, and committing every 20 s would
+# spend most of the ingest writing. With this, commits take at most 1/(1+4) of the time.
+WORK_PER_COMMIT_COST = 4.0
 
 Progress = Callable[[int, int], None]  # (passages embedded, passages to embed)
 
@@ -168,15 +172,13 @@ class Ingester:
         self._done = 0
         self.progress(0, self._total)
         pending: list[_Pending] = []
-        last_commit = time.monotonic()
+        checkpoints = _Checkpoints(store)
         for ready in prepared:
             pending.append(ready)
             if sum(len(p.chunks) for p in pending) >= EMBED_BATCH_CHUNKS:
                 self._embed_and_store(pending, report)
                 pending = []
-                if time.monotonic() - last_commit > COMMIT_EVERY_S:
-                    store.commit()
-                    last_commit = time.monotonic()
+                checkpoints.commit_when_due()
         self._embed_and_store(pending, report)
         store.commit()
         return report
@@ -254,6 +256,24 @@ class Ingester:
                 report.updated += 1
             else:
                 report.added += 1
+
+
+class _Checkpoints:
+    """Commits during a long ingest, so a killed run keeps what it embedded; the next sync skips
+    files already stored (same size, time and hash) and goes on from there."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+        self.last = time.monotonic()
+        self.cost = 0.0  # seconds the last commit took
+
+    def commit_when_due(self) -> None:
+        if time.monotonic() - self.last <= max(COMMIT_EVERY_S, WORK_PER_COMMIT_COST * self.cost):
+            return
+        started = time.monotonic()
+        self.store.commit()
+        self.last = time.monotonic()
+        self.cost = self.last - started
 
 
 def _length_sorted_slices(texts: list[str], size: int) -> list[np.ndarray]:

@@ -254,3 +254,35 @@ def test_with_hyde_on_a_drafted_answer_guides_the_search_and_off_it_is_never_ask
     assert drafted == [vague]
     assert context is not None and context.hits[0].source == "travel/trip.md"
     assert "pink granite" in context.hits[0].text
+
+
+def test_a_long_ingest_commits_less_often_as_its_commits_grow_costly(memory, notes, monkeypatch):
+    """Checkpoints keep a killed ingest's work, but at a million passages one commit takes seconds:
+    the ingest waits four times a commit's cost before the next. A fake clock stands in for a
+    large store (each commit "takes" 100 s, each file's embedding 30 s), so the test stays small."""
+    for n in range(30):
+        (notes / f"reading-{n}.md").write_text(f"# Reading {n}\n\nMeter {n} read {n * 7} at dawn.\n")
+    clock = [0.0]
+    monkeypatch.setattr("rag.ingest.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("rag.ingest.EMBED_BATCH_CHUNKS", 1)  # every file is a batch of its own
+    commits_at: list[float] = []
+    real_commit, real_embed = MemoryStore.commit, memory.embedder.embed
+
+    def costly_commit(store):
+        real_commit(store)
+        commits_at.append(clock[0])
+        clock[0] += 100
+
+    def slow_embed(texts):
+        clock[0] += 30
+        return real_embed(texts)
+
+    monkeypatch.setattr(MemoryStore, "commit", costly_commit)
+    monkeypatch.setattr(memory.embedder, "embed", slow_embed)
+    memory.add([notes])
+
+    during_ingest = commits_at[1:-1]  # the roots' commit first, the final commit last
+    assert len(during_ingest) >= 2, commits_at
+    gaps = [later - earlier for earlier, later in zip(during_ingest, during_ingest[1:], strict=False)]
+    assert all(gap > 100 + 4 * 100 for gap in gaps), gaps  # the commit, then 4 × its cost of work
+    assert memory.store.chunk_count == MemoryStore.open(memory.directory).chunk_count > 0
