@@ -25,6 +25,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 from app.assistant import Assistant  # noqa: E402
 from app.bundled import bundled_model_path  # noqa: E402
+from app.config import DEFAULT_MODEL_NAME  # noqa: E402
 
 LANTERN = Path(sys.executable).parent / "lantern"
 
@@ -122,6 +123,23 @@ def remote_engine(remote_engine_url):
 def any_engine(request):
     """The same chat tests for the local llama.cpp engine and a remote one (the same model)."""
     return request.getfixturevalue("engine" if request.param == "local" else "remote_engine")
+
+
+@pytest.fixture(params=["local", "remote"])
+def chat_model(request, home) -> str:
+    """The default model of ``home``, by name: the bundled one run here, or the same model behind the
+    real llama_cpp.server, registered with `models add-remote` and made the default. CLI tests
+    that take this fixture run unchanged over both."""
+    if request.param == "local":
+        return DEFAULT_MODEL_NAME
+    url = request.getfixturevalue("remote_engine_url")
+    added = run_lantern("models", "add-remote", "remote", url, "--context", "2048")
+    assert added.returncode == 0, added.stderr.decode()
+    config = home / "config.toml"  # written with every default by that first command
+    default = f'default_model = "{DEFAULT_MODEL_NAME}"'
+    assert default in config.read_text(encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8").replace(default, 'default_model = "remote"'))
+    return "remote"
 
 
 def run_lantern(

@@ -18,19 +18,19 @@ def test_ask_answers_with_the_bundled_model_with_no_network(home):
     assert "Paris" in result.stdout.decode()
 
 
-def test_ask_json_reports_text_model_tokens_and_timings(home):
+def test_ask_json_reports_text_model_tokens_and_timings(home, chat_model):
     result = run_lantern("ask", QUESTION, "--temperature", "0", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert "Paris" in data["text"]
-    assert data["model"] == "smollm2-135m-instruct"
+    assert data["model"] == chat_model
     assert data["usage"]["prompt_tokens"] > 10
     assert data["usage"]["completion_tokens"] > 0
     assert data["timings"]["time_to_first_token_s"] > 0
     assert data["finish_reason"] == "stop"
 
 
-def test_a_conversation_survives_a_restart(home):
+def test_a_conversation_survives_a_restart(home, chat_model):
     first = run_lantern("ask", "My cat is called Miso. Just say OK.", "--temperature", "0", "--json")
     assert first.returncode == 0, first.stderr
     first_data = json.loads(first.stdout)
@@ -42,10 +42,13 @@ def test_a_conversation_survives_a_restart(home):
     assert second_data["conversation_id"] == first_data["conversation_id"]
     assert second_data["usage"]["prompt_tokens"] > first_data["usage"]["prompt_tokens"]
 
+    assert second_data["model"] == chat_model
+
     shown = run_lantern("conversations", "show", first_data["conversation_id"]).stdout.decode()
     assert "My cat is called Miso." in shown
     assert "What is my cat called?" in shown
     assert shown.count("[user]") == 2 and shown.count("[assistant]") == 2
+    assert "[cut]" not in shown
 
 
 def test_prompt_can_come_from_stdin(home):

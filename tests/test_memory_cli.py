@@ -53,7 +53,7 @@ def test_add_then_search_as_json_and_as_a_batch_of_queries(home, notes, tmp_path
     assert stats["chunks"] >= 7 and stats["index"]["kind"] == "exact" and stats["encrypted"] is False
 
 
-def test_ask_answers_from_notes_and_cites_them(home, notes):
+def test_ask_answers_from_notes_and_cites_them(home, notes, chat_model):
     _ok(run_lantern("memory", "add", str(notes)))
     out = _ok(
         run_lantern("ask", "Who services the boiler, and when?", "--temperature", "0", "--max-tokens", "48")
@@ -63,7 +63,7 @@ def test_ask_answers_from_notes_and_cites_them(home, notes):
     assert "home/scan.pdf › page 1" in sources
 
     as_json = json.loads(_ok(run_lantern("ask", "Who services the boiler?", "--json", "--max-tokens", "8")))
-    assert as_json["citations"][0]["source"] == "home/scan.pdf"
+    assert as_json["citations"][0]["source"] == "home/scan.pdf" and as_json["model"] == chat_model
 
     plain = _ok(run_lantern("ask", "Who services the boiler?", "--no-memory", "--max-tokens", "8"))
     assert "Sources:" not in plain
