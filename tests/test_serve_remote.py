@@ -117,3 +117,33 @@ def test_an_engine_that_is_down_is_a_clear_error_for_the_phone(home):
         assert dead in str(failed.value)
     finally:
         server.stop()
+
+
+def test_an_answer_the_engine_cuts_half_way_reaches_the_phone_and_is_kept_marked_cut(home):
+    """The fake engine drops its connection after three pieces (a real one cannot be made to on
+    demand): the phone gets those pieces, then the answer stored with the conversation, partial
+    and marked as cut, which is what the conversation route shows later."""
+    cutting = FakeMisbehavingEngine("cut")
+    assert run_lantern("models", "add-remote", "far", cutting.url, "--context", "2048").returncode == 0
+    server = start_server()
+    try:
+        reply = _client(server).chat.completions.create(
+            model="far",
+            messages=[{"role": "user", "content": "Who kept the lighthouse?"}],
+            max_tokens=32,
+            extra_body={"lantern": {"save": True}},
+        )
+        partial = "".join(FakeMisbehavingEngine.PIECES)
+        assert reply.choices[0].message.content == partial
+        extra = reply.model_extra["lantern"]
+        assert extra["cut"] is True
+        headers = {"Authorization": f"Bearer {server.token}"}
+        shown = httpx.get(
+            f"{server.url}/v1/lantern/conversations/{extra['conversation_id']}", headers=headers
+        ).json()
+        answer = shown["messages"][-1]
+        assert answer["role"] == "assistant" and answer["content"] == partial and answer["cut"] is True
+        assert shown["messages"][0]["cut"] is False
+    finally:
+        server.stop()
+        cutting.stop()

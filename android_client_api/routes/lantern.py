@@ -81,6 +81,7 @@ async def conversation(conversation_id: str, service: Service):
                 "created_at": m.created_at,
                 "model": m.model,
                 "citations": m.citations,
+                "cut": m.is_cut,  # a remote engine broke off: the answer is partial
             }
             for m in c.messages
         ],

@@ -356,6 +356,7 @@ function addMessage(m) {
     render(m);
     showSources(m);
     showActions(m);
+    if (m.cut) m.status.textContent = "The engine broke off; this answer is partial.";
   }
   $("thread").append(m.el);
   return m;
