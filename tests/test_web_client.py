@@ -165,6 +165,22 @@ def test_a_chat_started_with_lantern_ask_is_listed_first_and_continues_on_the_ph
     assert pair.rating == -1 and pair.rejected == continued.messages[-1].content
 
 
+def test_an_answer_a_remote_engine_cut_off_opens_marked_as_partial(lantern, app):
+    """Stored as `serve` stores an answer whose remote engine broke off (tests/test_serve_remote.py
+    produces that cut with its fake engine); here only how the phone shows it is under test."""
+    cut, _ = lantern.store.record_exchange(
+        None, "far", "", "Who kept the lighthouse?", "The lighthouse keeper's name was", finish="cut"
+    )
+    page = app()
+    page.click("#menu")
+    page.locator("#conv-list li").first.locator("button.open").click()
+    answer = page.locator(".msg.assistant").last
+    answer.locator(".status:text('partial')").wait_for()
+    assert "The engine broke off" in answer.locator(".status").inner_text()
+    assert "keeper's name was" in answer.locator(".md").inner_text()
+    assert lantern.store.get(cut.id).messages[-1].is_cut
+
+
 def test_a_conversation_is_found_by_its_text_renamed_and_deleted_only_after_confirming(lantern, app):
     conversation_id = stored_conversation(
         lantern, "Plans for the allotment", [("What do I plant in May?", "Beans and courgettes.")]
