@@ -8,7 +8,11 @@ chunk with text; llama_cpp.server sends one token per chunk).
 
 Goals: streamed rate through Lantern >= 0.97x the engine's own; TTFT added <= 10 ms.
 
-Run: .venv/bin/python bench/bench_remote.py [--rounds 12] [--max-tokens 128]
+``--apart``: the engine gets CPU 0 alone (one thread), Lantern and the client CPU 1, as if the
+engine ran on a machine of its own; without it all three share every core, so Lantern's relay
+takes time from the engine.
+
+Run: .venv/bin/python bench/bench_remote.py [--rounds 12] [--max-tokens 128] [--apart]
 """
 
 from __future__ import annotations
@@ -92,7 +96,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--apart", action="store_true", help="engine on CPU 0, Lantern and client on CPU 1")
     args = parser.parse_args()
+    engine_cpus, lantern_cpus = ({0}, {1}) if args.apart else (os.sched_getaffinity(0),) * 2
+    os.sched_setaffinity(0, lantern_cpus)  # the client; the processes started below say their own
 
     with tempfile.TemporaryDirectory(prefix="lantern-bench-remote-") as tmp:
         env = {**os.environ, "LANTERN_HOME": str(Path(tmp) / "home"), "HF_HUB_OFFLINE": "1"}
@@ -100,9 +107,10 @@ def main() -> None:
         engine_url = f"http://127.0.0.1:{engine_port}"
         engine = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-             "--host", "127.0.0.1", "--port", str(engine_port), "--n_ctx", "2048", "--n_threads", "2",
-             "--interrupt_requests", "False"],
+             "--host", "127.0.0.1", "--port", str(engine_port), "--n_ctx", "2048",
+             "--n_threads", str(len(engine_cpus)), "--interrupt_requests", "False"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, engine_cpus),
         )  # fmt: skip
         lantern = None
         try:
@@ -144,7 +152,8 @@ def main() -> None:
     def median(name: str, field: str) -> float:
         return statistics.median(getattr(s, field) for s in runs[name])
 
-    print(f"{args.rounds} rounds, {args.max_tokens} tokens at most, greedy; medians")
+    where = "engine on CPU 0, Lantern and client on CPU 1" if args.apart else "all on every core"
+    print(f"{args.rounds} rounds, {args.max_tokens} tokens at most, greedy, {where}; medians")
     print("| path | TTFT ms | pieces/s after the first | pieces |")
     print("|---|---|---|---|")
     for name in ("engine", "lantern"):
