@@ -178,6 +178,7 @@ class Ingester:
                     store.commit()
                     last_commit = time.monotonic()
         self._embed_and_store(pending, report)
+        store.finish_background_work()
         store.commit()
         return report
 
