@@ -180,6 +180,7 @@ class Ingester:
                 pending = []
                 checkpoints.commit_when_due()
         self._embed_and_store(pending, report)
+        store.finish_background_work()
         store.commit()
         return report
 

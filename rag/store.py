@@ -346,6 +346,7 @@ class MemoryStore:
             raise ValueError("use_embedder needs a vector for every chunk")
         dense = DenseIndex(dimension, ivfpq_above=self.ivfpq_above)
         dense.add(ids, vectors)
+        dense.finish_build()  # every vector arrives at once: nothing to run beside the build
         self._dense, self.embedder_name, self.dimension = dense, name, dimension
         self._pending_weights = weights
         if weights is None:
@@ -403,6 +404,12 @@ class MemoryStore:
         self._ensure_loaded()
         entry = self.files[path]
         entry.size, entry.mtime_ns = size, mtime_ns
+
+    def finish_background_work(self) -> None:
+        """Wait for a dense index build running in the background (minutes for millions of
+        passages) and swap it in, so that the next commit writes the trained index."""
+        if self._dense is not None:
+            self._dense.finish_build()
 
     def commit(self) -> None:
         """Write a new generation and make it the current one, atomically."""

@@ -37,6 +37,7 @@ def test_ivfpq_finds_the_exact_top_10_of_200000_passages(two_hundred_thousand):
     stored, questions = two_hundred_thousand
     dense = DenseIndex(DIMENSION, ivfpq_above=150_000)  # a limit well below the size, as a user set it
     dense.add(np.arange(len(stored), dtype=np.int64), stored)
+    dense.finish_build()  # trained in the background; an ingest's last commit waits the same way
     assert dense.kind == "ivfpq"
 
     exact = faiss.IndexFlatIP(DIMENSION)
@@ -83,6 +84,8 @@ def test_a_memory_growing_past_ivfpq_above_switches_and_memory_stats_shows_the_r
     assert store.index_description["kind"] == "exact"  # 10,000 is not above the limit
 
     _add_notes(store, vectors, first=10, notes=2)
+    store.finish_background_work()  # as the end of `memory add` does: IVF-PQ trains in the background
+    store.commit()
     assert store.index_description["kind"] == "ivfpq"
 
     stats = json.loads(_ok(run_lantern("memory", "stats", "--json")))
