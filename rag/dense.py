@@ -1,11 +1,21 @@
 """Dense vector search with FAISS: exact below a size, HNSW above it, IVF-PQ above a larger one
-(rag/ivfpq.py), chosen automatically as the memory grows and shrinks."""
+(rag/ivfpq.py), chosen automatically as the memory grows and shrinks.
+
+An index can also live in a FAISS file of its own and be memory-mapped (``write_index_file``,
+``read_mapped_index``): searches then read its pages from the file instead of a copy in RAM.
+FAISS cannot change a mapped index (adding to it aborts the process), so ``add`` copies it into
+RAM first; readers never add, writers pay the copy.
+"""
 
 from __future__ import annotations
+
+import weakref
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from app.atomic import atomic_output_path
 from rag import ivfpq
 
 EXACT_LIMIT = 50_000  # below this, exact inner-product search is already fast (~5 ms on 2 cores)
@@ -30,6 +40,7 @@ class DenseIndex:
         self.ivfpq: ivfpq.IvfPqMeasure | None = None  # how the IVF-PQ index was built and measured
         self.index = self._empty(kind if kind != "ivfpq" else "exact")  # IVF-PQ is built, not empty
         self.dead: set[int] = set()
+        self._mapped: weakref.ref | None = None  # the index as mapped from its file, while in use
 
     def _empty(self, kind: str) -> faiss.IndexIDMap2:
         if kind == "exact":
@@ -56,7 +67,22 @@ class DenseIndex:
             "efSearch": HNSW_EF_SEARCH,
         }
 
+    @property
+    def is_mapped(self) -> bool:
+        """Whether searches read the index from its file (see read_mapped_index)."""
+        return self._mapped is not None and self._mapped() is self.index
+
+    def use_mapped(self, index: faiss.Index) -> None:
+        """Search ``index`` from now on: this same index as read_mapped_index read it back."""
+        self.index, self._mapped = index, weakref.ref(index)
+
+    def _copy_into_ram(self) -> None:
+        if self.is_mapped:
+            self.index = faiss.deserialize_index(faiss.serialize_index(self.index))
+            self._mapped = None
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._copy_into_ram()
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids.astype(np.int64))
         self._fit_kind_to_size()
@@ -125,24 +151,47 @@ class DenseIndex:
             return np.zeros((0, self.dimension), np.float32)
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "dense_index": faiss.serialize_index(self.index),
-            "dense_dead": np.asarray(sorted(self.dead), dtype=np.int64),
-        }
+    def to_arrays(self, with_index: bool = True) -> dict[str, np.ndarray]:
+        """What a commit stores; without the FAISS index when it goes to a file of its own."""
+        arrays = {"dense_dead": np.asarray(sorted(self.dead), dtype=np.int64)}
+        if with_index:
+            arrays["dense_index"] = faiss.serialize_index(self.index)
+        return arrays
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], dimension: int, description: dict, ivfpq_above: int = IVFPQ_ABOVE
+        cls,
+        arrays: dict[str, np.ndarray],
+        dimension: int,
+        description: dict,
+        ivfpq_above: int = IVFPQ_ABOVE,
+        mapped_index: faiss.Index | None = None,
     ) -> DenseIndex:
-        """The index a commit wrote, with ``description`` as the manifest recorded it."""
+        """The index a commit wrote, with ``description`` as the manifest recorded it;
+        ``mapped_index``: its FAISS index from read_mapped_index when it is not in ``arrays``."""
         dense = cls(dimension, description["kind"], ivfpq_above)
         if dense.kind == "ivfpq":
             dense.ivfpq = ivfpq.IvfPqMeasure.from_description(description)
-        # deserialize_index already returns the concrete IndexIDMap2, and it owns the memory;
-        # a downcast wrapper would not, and the index would be freed under us.
-        dense.index = faiss.deserialize_index(arrays["dense_index"])
+        if mapped_index is not None:
+            dense.use_mapped(mapped_index)
+        else:
+            # deserialize_index already returns the concrete IndexIDMap2, and it owns the memory;
+            # a downcast wrapper would not, and the index would be freed under us.
+            dense.index = faiss.deserialize_index(arrays["dense_index"])
         if dimension and dense.index.d != dimension:  # 0: no embedder bound yet, nothing stored
             raise ValueError(f"index dimension {dense.index.d} != {dimension}")
         dense.dead = {int(i) for i in arrays["dense_dead"]}
         return dense
+
+
+def write_index_file(index: faiss.Index, path: Path) -> None:
+    """Write ``index`` as a FAISS file that appears at ``path`` only once complete and synced."""
+    with atomic_output_path(path, mode=0o600) as temp:
+        faiss.write_index(index, str(temp))
+
+
+def read_mapped_index(path: Path) -> faiss.Index:
+    """The index in ``path``, memory-mapped (IVF lists, codes and the float16 copies alike): pages
+    are read when a search touches them, and stay readable after the file is deleted. The caller
+    checks the file's size first: FAISS's mapped reader can crash on a truncated file."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
