@@ -40,7 +40,9 @@ class DenseIndex:
         self.ivfpq: ivfpq.IvfPqMeasure | None = None  # how the IVF-PQ index was built and measured
         self.index = self._empty(kind if kind != "ivfpq" else "exact")  # IVF-PQ is built, not empty
         self.dead: set[int] = set()
-        self._mapped: weakref.ref | None = None  # the index as mapped from its file, while in use
+        # The index as mapped from its file. Weak, so an index replaced (a rebuild) is unmapped
+        # at once, and compared by identity, so a rebuild's new index never counts as mapped.
+        self._mapped: weakref.ref | None = None
 
     def _empty(self, kind: str) -> faiss.IndexIDMap2:
         if kind == "exact":
@@ -194,4 +196,5 @@ def read_mapped_index(path: Path) -> faiss.Index:
     """The index in ``path``, memory-mapped (IVF lists, codes and the float16 copies alike): pages
     are read when a search touches them, and stay readable after the file is deleted. The caller
     checks the file's size first: FAISS's mapped reader can crash on a truncated file."""
+    # IO_FLAG_MMAP would map only the IVF lists, and the float16 copies are most of the file.
     return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
