@@ -15,7 +15,7 @@ import pytest
 
 from app.home_key import HomeKey
 from rag.errors import TamperedFileError
-from rag.sealed_file import read_sealed
+from rag.sealed_file import read_sealed, write_sealed
 from rag.store import FileEntry, MemoryStore
 from tests.clustered_vectors import clustered_unit_vectors
 
@@ -179,3 +179,30 @@ def test_a_missing_faiss_file_says_to_restore_it(memory_copy):
     (memory_copy / store.dense_file["name"]).unlink()
     with pytest.raises(TamperedFileError, match="is missing; restore it from a backup"):
         _open(memory_copy)
+
+
+def test_a_commit_killed_before_its_manifest_opens_as_the_last_one(memory_copy, vectors, monkeypatch):
+    stored, questions = vectors
+    committed = _open(memory_copy)
+    found = _search_ids(committed, questions)
+
+    def killed_at_the_manifest(path: Path, data: bytes, cipher) -> None:
+        if path.name == "manifest.lmem":
+            raise KeyboardInterrupt
+        write_sealed(path, data, cipher)
+
+    writer = MemoryStore.open(memory_copy, None, ivfpq_above=LIMIT)
+    with writer.writing():
+        _put_note(writer, stored, 12)
+        monkeypatch.setattr("rag.store.write_sealed", killed_at_the_manifest)
+        with pytest.raises(KeyboardInterrupt):
+            writer.commit()
+    monkeypatch.undo()
+    assert len(_faiss_files(memory_copy)) == 2  # the new generation's file, never committed
+
+    reopened = _open(memory_copy)
+    assert reopened.generation == committed.generation and reopened.chunk_count == 12_000
+    assert _search_ids(reopened, questions) == found
+    with reopened.writing():
+        reopened.commit()
+    assert _faiss_files(memory_copy) == [f"dense-{reopened.generation}.faiss"]
