@@ -15,17 +15,25 @@ is raised at the next add, remove or commit as ``MemoryStoreError``, with the ol
 ``finish_build`` waits for it (the end of an ingest commits a trained index). A process that
 exits mid-build loses only the build: the committed generation is the old index, and the next
 addition starts the build again.
+
+An index can also live in a FAISS file of its own and be memory-mapped (``write_index_file``,
+``read_mapped_index``): searches then read its pages from the file instead of a copy in RAM.
+FAISS cannot change a mapped index (adding to it aborts the process), so ``add`` copies it into
+RAM first; readers never add, writers pay the copy.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from app.atomic import atomic_output_path
 from rag import ivfpq
 from rag.errors import MemoryStoreError
 
@@ -92,6 +100,9 @@ class DenseIndex:
         self.dead: set[int] = set()
         self._build: _BackgroundBuild | None = None
         self._swap_lock = threading.Lock()
+        # The index as mapped from its file. Weak, so an index replaced (a rebuild) is unmapped
+        # at once, and compared by identity, so a rebuild's new index never counts as mapped.
+        self._mapped: weakref.ref | None = None
 
     def _empty(self, kind: str) -> faiss.IndexIDMap2:
         if kind == "exact":
@@ -124,8 +135,23 @@ class DenseIndex:
         counts too)."""
         return self._build is not None
 
+    @property
+    def is_mapped(self) -> bool:
+        """Whether searches read the index from its file (see read_mapped_index)."""
+        return self._mapped is not None and self._mapped() is self.index
+
+    def use_mapped(self, index: faiss.Index) -> None:
+        """Search ``index`` from now on: this same index as read_mapped_index read it back."""
+        self.index, self._mapped = index, weakref.ref(index)
+
+    def _copy_into_ram(self) -> None:
+        if self.is_mapped:
+            self.index = faiss.deserialize_index(faiss.serialize_index(self.index))
+            self._mapped = None
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self._install_finished_build()
+        self.install_finished_build()
+        self._copy_into_ram()
         if len(ids):
             ids, vectors = ids.astype(np.int64), np.ascontiguousarray(vectors, np.float32)
             self.index.add_with_ids(vectors, ids)
@@ -137,7 +163,7 @@ class DenseIndex:
     def remove(self, ids: list[int]) -> None:
         if not ids:
             return
-        self._install_finished_build()
+        self.install_finished_build()
         if self._build is not None:
             self._build.removed.update(int(i) for i in ids)
         if self.kind == "exact":
@@ -197,7 +223,7 @@ class DenseIndex:
         self._build = build
         worker.start()
 
-    def _install_finished_build(self, raise_failure: bool = True) -> None:
+    def install_finished_build(self, raise_failure: bool = True) -> None:
         """Swap in a finished background build, on the caller's thread; the worker only ever
         touches its own copy and its new index."""
         build = self._build
@@ -223,12 +249,12 @@ class DenseIndex:
         """Wait for a background IVF-PQ build, and any the swap makes due, and swap it in."""
         while self._build is not None:
             self._build.done.wait()
-            self._install_finished_build()
+            self.install_finished_build()
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ids and cosine scores of the ``k`` nearest vectors."""
         # A search swaps in a finished build but leaves a failed one to the next writer to report.
-        self._install_finished_build(raise_failure=False)
+        self.install_finished_build(raise_failure=False)
         with self._swap_lock:  # one consistent view, whatever another search swaps in meanwhile
             kind, index, measure, dead = self.kind, self.index, self.ivfpq, self.dead
         if index.ntotal == len(dead) or k <= 0:
@@ -252,25 +278,49 @@ class DenseIndex:
             return np.zeros((0, self.dimension), np.float32)
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        self._install_finished_build()  # a build still running is not waited for: this index is valid
-        return {
-            "dense_index": faiss.serialize_index(self.index),
-            "dense_dead": np.asarray(sorted(self.dead), dtype=np.int64),
-        }
+    def to_arrays(self, with_index: bool = True) -> dict[str, np.ndarray]:
+        """What a commit stores; without the FAISS index when it goes to a file of its own."""
+        self.install_finished_build()  # a build still running is not waited for: this index is valid
+        arrays = {"dense_dead": np.asarray(sorted(self.dead), dtype=np.int64)}
+        if with_index:
+            arrays["dense_index"] = faiss.serialize_index(self.index)
+        return arrays
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], dimension: int, description: dict, ivfpq_above: int = IVFPQ_ABOVE
+        cls,
+        arrays: dict[str, np.ndarray],
+        dimension: int,
+        description: dict,
+        ivfpq_above: int = IVFPQ_ABOVE,
+        mapped_index: faiss.Index | None = None,
     ) -> DenseIndex:
-        """The index a commit wrote, with ``description`` as the manifest recorded it."""
+        """The index a commit wrote, with ``description`` as the manifest recorded it;
+        ``mapped_index``: its FAISS index from read_mapped_index when it is not in ``arrays``."""
         dense = cls(dimension, description["kind"], ivfpq_above)
         if dense.kind == "ivfpq":
             dense.ivfpq = ivfpq.IvfPqMeasure.from_description(description)
-        # deserialize_index already returns the concrete IndexIDMap2, and it owns the memory;
-        # a downcast wrapper would not, and the index would be freed under us.
-        dense.index = faiss.deserialize_index(arrays["dense_index"])
+        if mapped_index is not None:
+            dense.use_mapped(mapped_index)
+        else:
+            # deserialize_index already returns the concrete IndexIDMap2, and it owns the memory;
+            # a downcast wrapper would not, and the index would be freed under us.
+            dense.index = faiss.deserialize_index(arrays["dense_index"])
         if dimension and dense.index.d != dimension:  # 0: no embedder bound yet, nothing stored
             raise ValueError(f"index dimension {dense.index.d} != {dimension}")
         dense.dead = {int(i) for i in arrays["dense_dead"]}
         return dense
+
+
+def write_index_file(index: faiss.Index, path: Path) -> None:
+    """Write ``index`` as a FAISS file that appears at ``path`` only once complete and synced."""
+    with atomic_output_path(path, mode=0o600) as temp:
+        faiss.write_index(index, str(temp))
+
+
+def read_mapped_index(path: Path) -> faiss.Index:
+    """The index in ``path``, memory-mapped (IVF lists, codes and the float16 copies alike): pages
+    are read when a search touches them, and stay readable after the file is deleted. The caller
+    checks the file's size first: FAISS's mapped reader can crash on a truncated file."""
+    # IO_FLAG_MMAP would map only the IVF lists, and the float16 copies are most of the file.
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)

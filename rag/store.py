@@ -7,6 +7,8 @@ On disk (``<data home>/memory``)::
     manifest.lmem         the consistency record: generation, roots, files, chunk ids, index choice
     chunks-<gen>.lmem     chunk texts and headings of that generation
     index-<gen>.lmem      FAISS index, BM25 matrix and row order of that generation
+    dense-<gen>.faiss     only in a plain memory with an IVF-PQ index: that FAISS index, as a file
+                          of its own that readers memory-map instead of reading it into RAM
     embedder-<gen>.lmem   only with a tuned embedder: its weights (safetensors), written with the
                           generation that adopted them, or re-sealed them on encryption
 
@@ -15,28 +17,39 @@ names them, then deletes older generations and any tuned weights it no longer na
 any point, the store opens as the last committed generation. Writers hold ``write.lock`` for a
 whole operation, one at a time; commits and loads also take ``commit.lock`` so a reader never
 sees a generation half deleted.
+
+The manifest records the size and sha256 of ``dense-<gen>.faiss``. Every open checks the size
+(cheap, and FAISS's mapped reader can crash on a truncated file); hashing the whole file at every
+open would read all of it, which the memory map is there to avoid, so the sha256 is checked when
+the file is written and by writers (``writing()``) before they build a new generation from it:
+a damaged index is refused rather than carried forward. An encrypted memory keeps its index
+inside the sealed index file: nothing derived from the notes lies on disk in plain form.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from app.atomic import atomic_write_bytes
 from rag.crypto import Cipher, DataKeyCheck, Keyring, read_keyring
-from rag.dense import IVFPQ_ABOVE, DenseIndex
+from rag.dense import IVFPQ_ABOVE, DenseIndex, read_mapped_index, write_index_file
 from rag.errors import MemoryStoreError, TamperedFileError
 from rag.lexical import BM25Index
 from rag.sealed_file import read_sealed, write_sealed
+
+if TYPE_CHECKING:
+    import faiss
 
 FORMAT = "lantern-memory-1"
 
@@ -104,6 +117,7 @@ class MemoryStore:
         self.files: dict[str, FileEntry] = {}
         self.next_chunk_id = 0
         self.index_description: dict = {"kind": "exact"}
+        self.dense_file: dict | None = None  # name, size, sha256 of dense-<gen>.faiss, if there is one
         self._loaded = False
         self._chunks: dict[int, Chunk] = {}
         self._dense: DenseIndex | None = None
@@ -200,7 +214,7 @@ class MemoryStore:
         with _flock(self.directory / "write.lock", exclusive=True):
             # Another writer may have committed since this view was read: start from the newest.
             self._loaded = False
-            self._ensure_loaded()
+            self._ensure_loaded(verify_dense_file=True)
             yield self
 
     def _path(self, name: str) -> Path:
@@ -221,12 +235,13 @@ class MemoryStore:
             self.files = {path: FileEntry(**entry) for path, entry in manifest["files"].items()}
             self.next_chunk_id = int(manifest["next_chunk_id"])
             self.index_description = dict(manifest["index"])
+            self.dense_file = _dense_file_record(manifest.get("dense_file"), self.generation)
         except (ValueError, KeyError, TypeError) as exc:
             raise TamperedFileError(
                 f"{self._path('manifest.lmem')} is not a valid manifest ({exc})"
             ) from None
 
-    def _ensure_loaded(self) -> None:
+    def _ensure_loaded(self, verify_dense_file: bool = False) -> None:
         if self._loaded:
             return
         if not self.exists(self.directory):
@@ -241,6 +256,7 @@ class MemoryStore:
                 return
             chunks_raw = read_sealed(self._path(f"chunks-{self.generation}.lmem"), self.cipher)
             index_raw = read_sealed(self._path(f"index-{self.generation}.lmem"), self.cipher)
+            mapped_index = self._map_dense_file(verify_dense_file) if self.dense_file else None
         index_name = self._path(f"index-{self.generation}.lmem")
         try:
             chunks = {
@@ -249,7 +265,9 @@ class MemoryStore:
             }
             with np.load(io.BytesIO(index_raw), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-            dense = DenseIndex.from_arrays(arrays, self.dimension, self.index_description, self.ivfpq_above)
+            dense = DenseIndex.from_arrays(
+                arrays, self.dimension, self.index_description, self.ivfpq_above, mapped_index
+            )
             lexical = BM25Index.from_arrays(arrays)
             rows = arrays["lexical_rows"]
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -263,6 +281,24 @@ class MemoryStore:
         self._chunks, self._dense, self._lexical, self._lexical_rows = chunks, dense, lexical, rows
         self._pending_rows = []
         self._loaded = True
+
+    def _map_dense_file(self, verify_digest: bool) -> faiss.Index:
+        """The generation's FAISS file, memory-mapped once its size (and, if asked, its sha256)
+        matches what the manifest recorded."""
+        path = self._path(self.dense_file["name"])
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise TamperedFileError(f"{path} is missing; restore it from a backup") from None
+        damaged = TamperedFileError(f"{path} is damaged or was altered; Lantern did not open it")
+        if size != self.dense_file["size"]:
+            raise damaged
+        if verify_digest and _file_sha256(path) != self.dense_file["sha256"]:
+            raise damaged
+        try:
+            return read_mapped_index(path)
+        except RuntimeError:
+            raise damaged from None
 
     def load(self) -> MemoryStore:
         """Read the committed generation now (it is otherwise read on first use)."""
@@ -315,6 +351,8 @@ class MemoryStore:
         names = ["manifest.lmem"]
         if self.generation:
             names += [f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem"]
+        if self.dense_file:
+            names.append(self.dense_file["name"])
         if self.cipher is not None:
             names.append("keyring.json")
         if self.embedder_weights:
@@ -419,7 +457,14 @@ class MemoryStore:
             {"chunks": [[c.id, c.path, list(c.headings), c.text] for c in self._chunks.values()]},
             ensure_ascii=False,
         ).encode("utf-8")
-        arrays = {**self.dense.to_arrays(), **self._lexical.to_arrays(), "lexical_rows": self.lexical_rows}
+        self.dense.install_finished_build()  # so the kind below is the one written
+        # Memory-mapped by readers; an encrypted memory seals it in the index file instead.
+        index_in_own_file = self.cipher is None and self.dense.kind == "ivfpq"
+        arrays = {
+            **self.dense.to_arrays(with_index=not index_in_own_file),
+            **self._lexical.to_arrays(),
+            "lexical_rows": self.lexical_rows,
+        }
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         self.index_description = self.dense.description
@@ -442,17 +487,50 @@ class MemoryStore:
             manifest["embedder"]["weights"] = self.embedder_weights
         write_sealed(self._path(f"chunks-{generation}.lmem"), chunks_json, self.cipher)
         write_sealed(self._path(f"index-{generation}.lmem"), buffer.getvalue(), self.cipher)
+        dense_file = self._write_dense_file(generation) if index_in_own_file else None
+        if dense_file:
+            manifest["dense_file"] = dense_file
         with _flock(self.directory / "commit.lock", exclusive=True):
             write_sealed(self._path("manifest.lmem"), json.dumps(manifest).encode("utf-8"), self.cipher)
-            self.generation = generation
+            self.generation, self.dense_file = generation, dense_file
             self._remove_other_generations()
+        if dense_file:  # a view kept after the write (serve, the TUI) holds no copy of it in RAM
+            self.dense.use_mapped(read_mapped_index(self._path(dense_file["name"])))
+
+    def _write_dense_file(self, generation: int) -> dict:
+        path = self._path(f"dense-{generation}.faiss")
+        write_index_file(self.dense.index, path)
+        # Hashed as written to disk, so a later check compares against the file, not our intent.
+        return {"name": path.name, "size": path.stat().st_size, "sha256": _file_sha256(path)}
 
     def _remove_other_generations(self) -> None:
         keep = {f"chunks-{self.generation}.lmem", f"index-{self.generation}.lmem", self.embedder_weights}
+        if self.dense_file:
+            keep.add(self.dense_file["name"])
         for path in self.directory.iterdir():
-            stale_data = path.name.startswith(("chunks-", "index-", "embedder-")) and path.name not in keep
+            stale_data = (
+                path.name.startswith(("chunks-", "index-", "embedder-", "dense-")) and path.name not in keep
+            )
             if stale_data or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
+
+
+def _dense_file_record(record: dict | None, generation: int) -> dict | None:
+    """The manifest's record of dense-<gen>.faiss, checked to name this generation's file."""
+    if record is None:
+        return None
+    checked = {"name": str(record["name"]), "size": int(record["size"]), "sha256": str(record["sha256"])}
+    if checked["name"] != f"dense-{generation}.faiss":
+        raise ValueError(f"{checked['name']} is not the index file of generation {generation}")
+    return checked
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_within(path: str, folder: str) -> bool:

@@ -87,6 +87,8 @@ def test_a_memory_growing_past_ivfpq_above_switches_and_memory_stats_shows_the_r
     store.finish_background_work()  # as the end of `memory add` does: IVF-PQ trains in the background
     store.commit()
     assert store.index_description["kind"] == "ivfpq"
+    # A plain memory keeps it in a file of its own, for readers to memory-map (tests/test_memory_mmap.py).
+    assert [p.name for p in (home / "memory").glob("*.faiss")] == [f"dense-{store.generation}.faiss"]
 
     stats = json.loads(_ok(run_lantern("memory", "stats", "--json")))
     assert stats["chunks"] == 12_000
@@ -106,6 +108,7 @@ def test_a_memory_growing_past_ivfpq_above_switches_and_memory_stats_shows_the_r
             reopened.forget(f"/notes/note-{f}.md")
         reopened.commit()
     assert reopened.index_description["kind"] == "exact" and reopened.chunk_count == 7_000
+    assert not list((home / "memory").glob("*.faiss"))
 
 
 def _ok(result: subprocess.CompletedProcess) -> str:
