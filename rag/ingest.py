@@ -272,7 +272,7 @@ class _Checkpoints:
         if time.monotonic() - self.last <= max(COMMIT_EVERY_S, WORK_PER_COMMIT_COST * self.cost):
             return
         started = time.monotonic()
-        self.store.commit()
+        self.store.commit(map_index=False)
         self.last = time.monotonic()
         self.cost = self.last - started
 

@@ -449,8 +449,10 @@ class MemoryStore:
         if self._dense is not None:
             self._dense.finish_build()
 
-    def commit(self) -> None:
-        """Write a new generation and make it the current one, atomically."""
+    def commit(self, map_index: bool = True) -> None:
+        """Write a new generation and make it the current one, atomically. ``map_index``: search
+        the written IVF-PQ file memory-mapped from now on; an ingest's checkpoints say no, since
+        its next addition would copy the whole index back into RAM."""
         self._ensure_loaded()
         generation = self.generation + 1
         chunks_json = json.dumps(
@@ -494,7 +496,7 @@ class MemoryStore:
             write_sealed(self._path("manifest.lmem"), json.dumps(manifest).encode("utf-8"), self.cipher)
             self.generation, self.dense_file = generation, dense_file
             self._remove_other_generations()
-        if dense_file:  # a view kept after the write (serve, the TUI) holds no copy of it in RAM
+        if dense_file and map_index:  # a view kept after the write (serve, the TUI) holds no copy in RAM
             self.dense.use_mapped(read_mapped_index(self._path(dense_file["name"])))
 
     def _write_dense_file(self, generation: int) -> dict:

@@ -268,8 +268,8 @@ def test_a_long_ingest_commits_less_often_as_its_commits_grow_costly(memory, not
     commits_at: list[float] = []
     real_commit, real_embed = MemoryStore.commit, memory.embedder.embed
 
-    def costly_commit(store):
-        real_commit(store)
+    def costly_commit(store, **options):
+        real_commit(store, **options)
         commits_at.append(clock[0])
         clock[0] += 100
 

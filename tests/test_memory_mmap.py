@@ -64,6 +64,7 @@ def plain_memory(tmp_path_factory, vectors):
     store.bind_embedder("synthetic-clusters", DIMENSION)
     for n in range(12):
         _put_note(store, stored, n)
+    store.finish_background_work()  # IVF-PQ is trained in the background (rag/dense.py)
     assert store.dense.kind == "ivfpq"
     found_before_commit = _search_ids(store, questions)
     store.commit()
