@@ -266,19 +266,22 @@ def test_a_long_ingest_commits_less_often_as_its_commits_grow_costly(memory, not
     monkeypatch.setattr("rag.ingest.time.monotonic", lambda: clock[0])
     monkeypatch.setattr("rag.ingest.EMBED_BATCH_CHUNKS", 1)  # every file is a batch of its own
     commits_at: list[float] = []
-    real_commit, real_embed = MemoryStore.commit, memory.embedder.embed
+    # Patched on the classes: an instance attribute left on the session's shared embedder would
+    # be copied into every tuned embedder made from it later (copy.copy keeps the instance dict).
+    embedder_class = type(memory.embedder)
+    real_commit, real_embed = MemoryStore.commit, embedder_class.embed
 
     def costly_commit(store, **options):
         real_commit(store, **options)
         commits_at.append(clock[0])
         clock[0] += 100
 
-    def slow_embed(texts):
+    def slow_embed(embedder, texts):
         clock[0] += 30
-        return real_embed(texts)
+        return real_embed(embedder, texts)
 
     monkeypatch.setattr(MemoryStore, "commit", costly_commit)
-    monkeypatch.setattr(memory.embedder, "embed", slow_embed)
+    monkeypatch.setattr(embedder_class, "embed", slow_embed)
     memory.add([notes])
 
     during_ingest = commits_at[1:-1]  # the roots' commit first, the final commit last
