@@ -169,7 +169,7 @@ def test_an_answer_a_remote_engine_cut_off_opens_marked_as_partial(lantern, app)
     """Stored as `serve` stores an answer whose remote engine broke off (tests/test_serve_remote.py
     produces that cut with its fake engine); here only how the phone shows it is under test."""
     cut, _ = lantern.store.record_exchange(
-        None, "far", "", "Who kept the lighthouse?", "The lighthouse keeper's name was", finish="cut"
+        None, "far", "", "Who mended the canal boat?", "The canal boat was mended by", finish="cut"
     )
     page = app()
     page.click("#menu")
@@ -177,7 +177,7 @@ def test_an_answer_a_remote_engine_cut_off_opens_marked_as_partial(lantern, app)
     answer = page.locator(".msg.assistant").last
     answer.locator(".status:text('partial')").wait_for()
     assert "The engine broke off" in answer.locator(".status").inner_text()
-    assert "keeper's name was" in answer.locator(".md").inner_text()
+    assert "was mended by" in answer.locator(".md").inner_text()
     assert lantern.store.get(cut.id).messages[-1].is_cut
 
 
