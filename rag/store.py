@@ -528,11 +528,8 @@ def _dense_file_record(record: dict | None, generation: int) -> dict | None:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(8 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _is_within(path: str, folder: str) -> bool:
