@@ -106,10 +106,10 @@ def build(ids: np.ndarray, vectors: np.ndarray) -> tuple[faiss.Index, IvfPqMeasu
 
 
 def _probe_ladder(nlist: int) -> list[int]:
-    ladder = [FIRST_NPROBE]
+    ladder = [min(FIRST_NPROBE, nlist)]
     while ladder[-1] < nlist:
         ladder.append(min(ladder[-1] * 2, nlist))
-    return [min(nprobe, nlist) for nprobe in ladder]
+    return ladder
 
 
 def search_parameters(nprobe: int, k: int) -> faiss.SearchParameters:

@@ -70,6 +70,10 @@ class PausedBuild:
 
 @pytest.fixture
 def paused_build(monkeypatch):
+    # A build another test module left running (a store dropped mid-build) would be counted with
+    # this test's own; it is a real build of seconds, so let it finish first.
+    for leftover in _builders():
+        leftover.join(timeout=300)
     paused = PausedBuild()
     monkeypatch.setattr(ivfpq, "build", paused)
     yield paused
